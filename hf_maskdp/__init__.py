@@ -1,0 +1,45 @@
+"""hf_maskdp: avatar anonymization and Masked Differential Privacy for video action recognition.
+
+The public API is re-exported here lazily, so `import hf_maskdp` stays fast and heavy
+optional dependencies load only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # privacy accounting
+    "compute_epsilon": "hf_maskdp.privacy.accounting",
+    "calibrate_noise_multiplier": "hf_maskdp.privacy.accounting",
+    "token_mask": "hf_maskdp.privacy.masks",
+    # video and mask storage
+    "load_video_frames": "hf_maskdp.video",
+    "encode_video": "hf_maskdp.video",
+    "encode_mask": "hf_maskdp.video",
+    "decode_mask": "hf_maskdp.video",
+    # training
+    "MaskDPConfig": "hf_maskdp.training.config",
+    "MaskDPTrainer": "hf_maskdp.training.trainer",
+    "VideoClipCollator": "hf_maskdp.training.collator",
+    # anonymization
+    "AvatarAnonymizer": "hf_maskdp.anonymize.pipeline",
+    "AnonymizerConfig": "hf_maskdp.anonymize.pipeline",
+    # hub
+    "load_anonymized_dataset": "hf_maskdp.hub",
+    "push_anonymized_dataset": "hf_maskdp.hub",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'hf_maskdp' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__ + ["__version__"]
