@@ -30,6 +30,8 @@ _EXPORTS = {
     # hub
     "load_anonymized_dataset": "hf_maskdp.hub",
     "push_anonymized_dataset": "hf_maskdp.hub",
+    "push_private_model": "hf_maskdp.hub",
+    "write_model_card": "hf_maskdp.hub",
 }
 
 __all__ = sorted(_EXPORTS)
