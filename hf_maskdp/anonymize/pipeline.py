@@ -1,0 +1,318 @@
+"""`AvatarAnonymizer`: replace every person in a clip by a rendered avatar, as a `datasets` map function.
+
+    decode -> pose -> fill gaps + smooth -> fit body + camera -> render -> inpaint -> composite -> encode
+
+Output columns: `video` (lossless mp4, `{"path", "bytes"}`), `sensitive_mask` and `avatar_mask`
+(`hf_maskdp.video.encode_mask`), `anonymization` (status) and `num_people`; the input's other
+columns pass through. `sensitive_mask` is False only on pixels fully covered by an avatar,
+whose colour comes from the render alone (see `composite.py`).
+
+Failure policy (`errors`): a clip that may still show a real person (nobody found, frames
+without a tracked person, undecodable input) is never published as anonymized. "withhold"
+(default) writes `video=None` and empty masks with a status saying why; "keep" keeps the
+processed clip with an all-sensitive mask (a valid MaskDP record: nothing public);
+"raise" stops the map at the first such clip.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hf_maskdp.video import encode_mask, encode_video, load_video_frames, mask_feature, video_feature, video_fps
+
+STATUS_OK, STATUS_NO_PERSON = "ok", "no_person"
+ERROR_POLICIES = ("withhold", "keep", "raise")
+_models_pid: int | None = None  # the process that built mediapipe / EGL models (see _check_not_forked)
+
+
+class AnonymizationError(ValueError):
+    """A clip could not be fully anonymized and `errors="raise"` was set (the CLI prints it as one line)."""
+
+
+@dataclass
+class AnonymizerConfig:
+    """How `AvatarAnonymizer` works. Every field has a safe default; see the module docstring."""
+
+    body_model: str = "mannequin"  # a name in hf_maskdp.anonymize.body.BODY_MODELS
+    pose_source: str = "mediapipe"  # or "given": poses from `pose_column`
+    pose_column: str = "pose"
+    video_column: str = "video"
+    inpainter: str = "temporal"  # temporal background model with OpenCV fallback; or "opencv"
+    seed: int = 0  # avatar looks: seed + person index + the (public) pose of that person
+    errors: str = "withhold"  # "withhold" | "keep" | "raise" (see the module docstring)
+    max_gap: int = 5  # frames without a detection filled from their neighbours
+    smoothing_sigma: float = 1.0  # temporal smoothing of landmarks, in frames; 0 = off
+    region_dilation: float = 0.02  # erase the person region grown by this fraction of the frame diagonal
+    min_detection_confidence: float = 0.5
+    focal_length: float | None = None  # pixels; default max(H, W) (~53 degrees across)
+    max_frames: int | None = None  # read at most this many frames per clip
+    max_resolution: int | None = 1920  # longest side accepted (a 4K clip is refused unless downscale)
+    downscale: bool = False  # shrink larger clips to max_resolution instead of refusing them
+    fps: float | None = None  # output frame rate; default the input's (25 for frame arrays)
+
+    def __post_init__(self):
+        from hf_maskdp.anonymize.body import BODY_MODELS
+
+        if self.errors not in ERROR_POLICIES:
+            raise ValueError(f"errors={self.errors!r}: choose one of {ERROR_POLICIES}")
+        if self.body_model not in BODY_MODELS:
+            raise ValueError(f"body_model={self.body_model!r}: choose one of {sorted(BODY_MODELS)}")
+        if self.pose_source not in ("mediapipe", "given"):
+            raise ValueError(f"pose_source={self.pose_source!r}: choose 'mediapipe' or 'given'")
+        if self.inpainter not in ("temporal", "opencv"):
+            raise ValueError(f"inpainter={self.inpainter!r}: choose 'temporal' or 'opencv'")
+        if self.max_gap < 0 or self.smoothing_sigma < 0 or self.region_dilation < 0:
+            raise ValueError("max_gap, smoothing_sigma and region_dilation must be >= 0")
+        if self.max_resolution is not None and self.max_resolution < 16:
+            raise ValueError(f"max_resolution={self.max_resolution} is too small; use >= 16 or None")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AnonymizedClip:
+    """The result for one clip. `frames`/masks are None when nothing could be decoded."""
+
+    status: str
+    frames: np.ndarray | None = None  # uint8 (T, H, W, 3)
+    sensitive_mask: np.ndarray | None = None  # bool (T, H, W)
+    avatar_mask: np.ndarray | None = None  # bool (T, H, W)
+    num_people: int = 0
+    fps: float = 25.0
+    timings: dict = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+
+class AvatarAnonymizer:
+    """Map function: `dataset.map(AvatarAnonymizer(config), batched=True, batch_size=2)`.
+
+    Works with `batched=True/False`, `num_proc=N` (each worker builds its own models lazily;
+    they are never pickled) and `with_rank=True` (the rank is accepted; all models run on CPU).
+    """
+
+    def __init__(self, config: AnonymizerConfig | None = None, **overrides):
+        if config is None:
+            config = AnonymizerConfig(**overrides)
+        elif overrides:
+            config = AnonymizerConfig(**{**config.to_dict(), **overrides})
+        self.config = config
+        self._pose = self._inpaint = None
+        self._renderers: dict = {}
+
+    def __getstate__(self):  # models are per process: never pickled, rebuilt lazily
+        return {"config": self.config, "_pose": None, "_inpaint": None, "_renderers": {}}
+
+    def __repr__(self):
+        return f"AvatarAnonymizer({self.config!r})"
+
+    # ------------------------------------------------------------------ map function
+
+    def __call__(self, example: dict, rank: int | None = None) -> dict:
+        from datasets.formatting.formatting import LazyBatch
+
+        column = self.config.video_column
+        if column not in example:
+            raise ValueError(f"no {column!r} column in {list(example)}; set AnonymizerConfig(video_column=...)")
+        if not isinstance(example, LazyBatch) and not _looks_batched(example[column]):
+            return {key: values[0] for key, values in self._batch({k: [v] for k, v in example.items()}).items()}
+        return self._batch(example)
+
+    def _batch(self, batch: dict) -> dict:
+        videos = batch[self.config.video_column]
+        out = {"video": [], "sensitive_mask": [], "avatar_mask": [], "anonymization": [], "num_people": []}
+        for i, video in enumerate(videos):
+            row = {key: values[i] for key, values in batch.items()}
+            result = self.anonymize_clip(video, row)
+            if not result.ok and self.config.errors == "raise":
+                raise AnonymizationError(f"{_clip_name(video)}: {result.status}")
+            for key, value in self._row(result).items():
+                out[key].append(value)
+        return out
+
+    def _row(self, result: AnonymizedClip) -> dict:
+        keep = result.ok or (self.config.errors == "keep" and result.frames is not None)
+        if not keep:
+            shape = (0, 0) if result.frames is None else result.frames.shape[1:3]
+            empty = encode_mask(np.zeros((0, *shape), bool))
+            return {"video": None, "sensitive_mask": empty, "avatar_mask": empty,
+                    "anonymization": result.status, "num_people": result.num_people}  # fmt: skip
+        sensitive = result.sensitive_mask if result.ok else np.ones(result.frames.shape[:3], bool)
+        return {
+            "video": {"bytes": encode_video(result.frames, fps=result.fps), "path": None},
+            "sensitive_mask": encode_mask(sensitive),
+            "avatar_mask": encode_mask(result.avatar_mask),
+            "anonymization": result.status,
+            "num_people": result.num_people,
+        }
+
+    def features(self, input_features=None):
+        """The output `datasets.Features` (pass as `map(features=...)` when the input's video
+        column is not a `datasets.Video` feature)."""
+        from datasets import Features, Value
+
+        features = dict(input_features or {})
+        features.pop(self.config.video_column, None)
+        features.update(video=video_feature(), sensitive_mask=mask_feature(), avatar_mask=mask_feature(),
+                        anonymization=Value("string"), num_people=Value("int32"))  # fmt: skip
+        return Features(features)
+
+    # ------------------------------------------------------------------ one clip
+
+    def anonymize_clip(self, video: Any, row: dict | None = None) -> AnonymizedClip:
+        """Anonymize one clip; bad input never raises here (the status says what happened)."""
+        try:
+            return self._anonymize(video, row or {})
+        except (ValueError, OSError) as err:
+            return AnonymizedClip(status=f"error: {_clip_name(video)}: {err}")
+
+    def _anonymize(self, video: Any, row: dict) -> AnonymizedClip:
+        from hf_maskdp.anonymize.composite import composite
+        from hf_maskdp.anonymize.fit import default_intrinsics
+        from hf_maskdp.anonymize.tracking import fill_gaps, smooth
+
+        cfg = self.config
+        timings: Counter = Counter()
+        _check_not_forked()
+        with _timed(timings, "decode"):
+            frames = self._frames(video)
+            fps = cfg.fps or video_fps(video)
+        shape = frames.shape[:3]
+        with _timed(timings, "pose"):
+            tracks = self._pose_source()(frames, row)
+        with _timed(timings, "tracking"):
+            tracks = [smooth(fill_gaps(track, cfg.max_gap), cfg.smoothing_sigma) for track in tracks]
+        if not tracks:
+            return AnonymizedClip(STATUS_NO_PERSON, frames, avatar_mask=np.zeros(shape, bool), fps=fps, timings=dict(timings))
+        K = default_intrinsics(shape[2], shape[1], cfg.focal_length)
+        with _timed(timings, "fit"):
+            meshes = self._fit_people(tracks, K, shape)
+        with _timed(timings, "render"):
+            renders = self._render(meshes, K, shape)
+        with _timed(timings, "inpaint"):
+            background = self._inpainter()(frames, self._person_region(shape, tracks))
+        with _timed(timings, "composite"):
+            output, sensitive, avatar = frames.copy(), np.ones(shape, bool), np.zeros(shape, bool)
+            for t, render in enumerate(renders):
+                if render is not None:
+                    output[t], sensitive[t], avatar[t] = composite(background[t], render)
+
+        tracked = np.any([track.valid for track in tracks], axis=0)
+        status = STATUS_OK
+        if not tracked.all():
+            missing = np.flatnonzero(~tracked)
+            status = f"partial: {len(missing)} of {len(frames)} frames have no tracked person (first: frame {missing[0]})"
+        return AnonymizedClip(status, output, sensitive, avatar, len(tracks), fps, dict(timings))
+
+    def _frames(self, video: Any) -> np.ndarray:
+        import cv2
+
+        frames = load_video_frames(video, max_frames=self.config.max_frames)
+        height, width = frames.shape[1:3]
+        limit = self.config.max_resolution
+        if limit is not None and max(height, width) > limit:
+            if not self.config.downscale:
+                raise ValueError(
+                    f"frames are {width}x{height}, larger than max_resolution={limit}; pass "
+                    f"AnonymizerConfig(downscale=True) to shrink them or max_resolution=None to accept them"
+                )
+            scale = limit / max(height, width)
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+        return frames
+
+    def _fit_people(self, tracks, K, shape) -> list[list]:
+        """Per frame, each tracked person's posed avatar in camera coordinates (one seeded look per person)."""
+        from hf_maskdp.anonymize.body import Mesh, make_body_model
+        from hf_maskdp.anonymize.fit import fit_frame
+        from hf_maskdp.anonymize.tracking import identity_seed
+
+        num_frames, height, width = shape
+        meshes: list[list] = [[] for _ in range(num_frames)]
+        for i, track in enumerate(tracks):
+            body = make_body_model(self.config.body_model, seed=identity_seed(self.config.seed, i, track))
+            for t in np.flatnonzero(track.valid):
+                fitted = fit_frame(body, track.keypoints_3d[t], track.keypoints_2d[t], track.visibility[t], K, width, height)
+                R, tvec = fitted.camera.R.astype(np.float32), fitted.camera.t.astype(np.float32)
+                meshes[t].append(Mesh(fitted.mesh.vertices @ R.T + tvec, fitted.mesh.faces, fitted.mesh.vertex_colors))
+        return meshes
+
+    def _render(self, meshes: list[list], K, shape) -> list:
+        """Render all people of a frame together with one camera, so depth resolves overlaps."""
+        from hf_maskdp.anonymize.render import Camera, MeshRenderer
+
+        height, width = shape[1:]
+        if (width, height) not in self._renderers:
+            self._renderers[(width, height)] = MeshRenderer(width, height)
+        camera = Camera(K=K, R=np.eye(3), t=np.zeros(3), width=width, height=height)
+        return [self._renderers[(width, height)].render(people, camera) if people else None for people in meshes]
+
+    def _person_region(self, shape, tracks) -> np.ndarray:
+        from hf_maskdp.anonymize.inpaint import person_region
+
+        region = np.zeros(shape, bool)
+        for track in tracks:
+            region |= person_region(track, shape, self.config.region_dilation)
+        return region
+
+    def _pose_source(self):
+        if self._pose is None:
+            from hf_maskdp.anonymize.pose import make_pose_source
+
+            cfg = self.config
+            self._pose = make_pose_source(cfg.pose_source, cfg.pose_column, cfg.min_detection_confidence)
+        return self._pose
+
+    def _inpainter(self):
+        if self._inpaint is None:
+            from hf_maskdp.anonymize.inpaint import make_inpainter
+
+            self._inpaint = make_inpainter(self.config.inpainter)
+        return self._inpaint
+
+
+@contextmanager
+def _timed(timings: Counter, stage: str):
+    start = time.perf_counter()
+    yield
+    timings[stage] += time.perf_counter() - start
+
+
+def _check_not_forked() -> None:
+    """mediapipe crashes and EGL hangs in a process forked from one that already used them, as
+    `map(num_proc=N)` workers are; fail clearly instead."""
+    global _models_pid
+    if _models_pid is not None and _models_pid != os.getpid():
+        raise RuntimeError(
+            "AvatarAnonymizer: this worker was forked from a process that already ran the anonymizer; "
+            "mediapipe and EGL cannot start again after such a fork. Call map(num_proc=N) before any "
+            "single-process use in this process, or run `multiprocess.set_start_method('spawn', force=True)` first."
+        )
+    _models_pid = os.getpid()
+
+
+def _looks_batched(value: Any) -> bool:
+    """For plain dicts (not from `datasets`): a list of clips rather than one clip's frames."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    return all(isinstance(v, (str, bytes, dict, os.PathLike)) or getattr(v, "ndim", 0) == 4 for v in value)
+
+
+def _clip_name(video: Any) -> str:
+    if isinstance(video, dict):
+        video = video.get("path") or "<video bytes>"
+    if isinstance(video, (str, os.PathLike)):
+        return f"clip {os.path.basename(str(video))!r}"
+    if isinstance(video, (bytes, bytearray)):
+        return "clip <video bytes>"
+    return "clip <frames>"

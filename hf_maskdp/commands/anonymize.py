@@ -1,0 +1,116 @@
+"""`hf-maskdp anonymize INPUT OUTPUT_DIR`: replace people by avatars in every clip of a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "anonymize",
+        help="replace every person by a synthetic avatar and write the sensitivity masks",
+        description=(
+            "Anonymize a video dataset: INPUT is a folder of videos (sub-folders become labels), a dataset "
+            "saved with save_to_disk, or a Hub dataset id. Writes the result with save_to_disk to OUTPUT_DIR."
+        ),
+    )
+    parser.add_argument("input", metavar="INPUT")
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR")
+    parser.add_argument("--split", help="only this split of INPUT (default: all)")
+    parser.add_argument("--video-column", default="video")
+    parser.add_argument("--body-model", default="mannequin")
+    parser.add_argument("--pose-source", default="mediapipe", choices=["mediapipe", "given"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--errors", default="withhold", choices=["withhold", "keep", "raise"],
+                        help="clips that may still show a real person: withhold the video (default), keep it "
+                             "with an all-sensitive mask, or stop")  # fmt: skip
+    parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--max-resolution", type=int, default=1920)
+    parser.add_argument("--downscale", action="store_true", help="shrink clips above --max-resolution")
+    parser.add_argument("--num-proc", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--push-to-hub", metavar="REPO", help="also push the result to this Hub dataset repo (private)")
+    parser.add_argument("--public", action="store_true",
+                        help="make the pushed repo public (warns: backgrounds and inpainted pixels are real footage)")
+    parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
+    parser.set_defaults(handler=run)
+
+
+def load_input(source: str, split: str | None = None, video_column: str = "video"):
+    """A `DatasetDict` from a video folder, a `save_to_disk` folder or a Hub id."""
+    import datasets
+
+    if os.path.isdir(source):
+        if any(os.path.exists(os.path.join(source, f)) for f in ("dataset_dict.json", "state.json")):
+            data = datasets.load_from_disk(source)
+        else:
+            data = datasets.load_dataset("videofolder", data_dir=source)
+    elif os.path.exists(source):
+        raise ValueError(f"INPUT {source!r} is a file; put the videos in a folder (sub-folders become labels)")
+    elif os.path.isabs(source) or source.startswith(".") or os.path.splitext(source)[1]:
+        raise FileNotFoundError(f"INPUT {source!r} does not exist (expected a folder of videos, a saved dataset or a Hub id)")
+    else:
+        data = datasets.load_dataset(source)
+    if isinstance(data, datasets.Dataset):
+        data = datasets.DatasetDict({"train": data})
+    if split is not None:
+        if split not in data:
+            raise ValueError(f"split {split!r} not in INPUT (splits: {list(data)})")
+        data = datasets.DatasetDict({split: data[split]})
+    for name, part in data.items():
+        if video_column not in part.column_names:
+            raise ValueError(f"split {name!r} has no {video_column!r} column (columns: {part.column_names}); use --video-column")
+        if isinstance(part.features[video_column], datasets.Video):  # decoding needs torchcodec: read raw values
+            data[name] = part.cast_column(video_column, datasets.Video(decode=False))
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    from hf_maskdp.anonymize.pipeline import AnonymizerConfig, AvatarAnonymizer
+
+    config = AnonymizerConfig(
+        body_model=args.body_model, pose_source=args.pose_source, video_column=args.video_column, seed=args.seed,
+        errors=args.errors, max_frames=args.max_frames, max_resolution=args.max_resolution, downscale=args.downscale,
+    )  # fmt: skip
+    anonymizer = AvatarAnonymizer(config)
+    data = load_input(args.input, args.split, args.video_column)
+    result = data.map(
+        anonymizer, batched=True, batch_size=args.batch_size, num_proc=args.num_proc,
+        features=anonymizer.features(next(iter(data.values())).features), desc="Anonymizing",
+    )  # fmt: skip
+    result.save_to_disk(args.output_dir)
+    summary = summarize(result)
+    print(format_summary(summary, args.output_dir))
+    if args.push_to_hub:
+        from hf_maskdp.hub import push_anonymized_dataset
+
+        url = push_anonymized_dataset(
+            result, args.push_to_hub, private=not args.public, token=args.token,
+            anonymizer_info=config, summary={"people": summary["people"]},
+        )  # fmt: skip
+        print(f"pushed to {url} ({'public' if args.public else 'private'})")
+    return 0
+
+
+def summarize(data) -> dict:
+    """Clips, frames, people found and failures over all splits."""
+    from collections import Counter
+
+    clips = frames = people = 0
+    statuses: Counter = Counter()
+    for part in data.values():
+        clips += len(part)
+        people += sum(part["num_people"])
+        frames += sum(shape[0] for shape in part.flatten()["sensitive_mask.shape"])
+        statuses.update(status.split(":")[0] for status in part["anonymization"])
+    return {"clips": clips, "frames": frames, "people": people, "statuses": dict(statuses)}
+
+
+def format_summary(summary: dict, output_dir: str) -> str:
+    failures = summary["clips"] - summary["statuses"].get("ok", 0)
+    by_status = ", ".join(f"{name}: {count}" for name, count in sorted(summary["statuses"].items()))
+    return (
+        f"anonymized {summary['clips']} clips ({summary['frames']} frames kept), {summary['people']} people found, "
+        f"{failures} failures ({by_status}) -> {output_dir}"
+    )

@@ -1,0 +1,298 @@
+"""End-to-end tests of AvatarAnonymizer on real video files (the astronaut photo as a pan/zoom clip)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+cv2 = pytest.importorskip("cv2")
+skimage_data = pytest.importorskip("skimage.data")
+mp = pytest.importorskip("mediapipe")
+
+import datasets  # noqa: E402
+
+from hf_maskdp.anonymize.pipeline import AnonymizationError, AnonymizerConfig, AvatarAnonymizer  # noqa: E402
+from hf_maskdp.anonymize.inpaint import person_region  # noqa: E402
+from hf_maskdp.video import decode_mask, load_video_frames  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def pan_zoom(image: np.ndarray, num_frames: int, size: int) -> np.ndarray:
+    """A camera zooming into and panning across a photo."""
+    height, width = image.shape[:2]
+    frames = []
+    for t in range(num_frames):
+        crop = int(min(height, width) * (0.86 - 0.012 * t))
+        x0, y0 = int(0.02 * width) + 3 * t, int(0.04 * height)
+        frames.append(cv2.resize(image[y0 : y0 + crop, x0 : x0 + crop], (size, size), interpolation=cv2.INTER_AREA))
+    return np.stack(frames)
+
+
+def write_mp4(frames: np.ndarray, path) -> None:
+    """An ordinary (lossy, yuv420p) H.264 mp4, as a camera or a website would produce."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.fixture(scope="module")
+def astronaut_mp4(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clips") / "astronaut.mp4"
+    write_mp4(pan_zoom(skimage_data.astronaut(), 8, 224), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def coffee_mp4(tmp_path_factory):  # a real photo with nobody in it
+    path = tmp_path_factory.mktemp("clips") / "coffee.mp4"
+    write_mp4(pan_zoom(skimage_data.coffee(), 4, 160), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def anonymizer():
+    return AvatarAnonymizer(AnonymizerConfig(seed=0))
+
+
+@pytest.fixture(scope="module")
+def astronaut_result(anonymizer, astronaut_mp4):
+    frames = load_video_frames(str(astronaut_mp4))
+    tracks = anonymizer._pose_source()(frames)
+    return frames, tracks, anonymizer.anonymize_clip(str(astronaut_mp4))
+
+
+@pytest.fixture(scope="module")
+def face_detector():
+    with mp.solutions.face_detection.FaceDetection(model_selection=1) as detector:
+        yield detector
+
+
+def face_boxes(detector, frame) -> list[tuple[int, int, int, int]]:
+    height, width = frame.shape[:2]
+    boxes = []
+    for detection in detector.process(np.ascontiguousarray(frame)).detections or []:
+        box = detection.location_data.relative_bounding_box
+        x0, y0 = int(box.xmin * width), int(box.ymin * height)
+        boxes.append((max(0, x0), max(0, y0), x0 + int(box.width * width), y0 + int(box.height * height)))
+    return boxes
+
+
+def overlap(a, b) -> float:
+    """Intersection over the area of `a`."""
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    return w * h / max(1, (a[2] - a[0]) * (a[3] - a[1]))
+
+
+# ----------------------------------------------------------------------------- the astronaut
+
+
+def test_person_found_and_replaced_in_every_frame(astronaut_result):
+    frames, tracks, result = astronaut_result
+    assert result.status == "ok" and result.num_people == 1
+    assert len(tracks) == 1 and tracks[0].detected.all()
+    region = person_region(tracks[0], frames.shape[:3], dilation=0.0)
+    difference = np.abs(result.frames.astype(int) - frames.astype(int)).mean(-1)
+    for t in range(len(frames)):
+        assert difference[t][region[t]].mean() > 40, f"frame {t}: the person region barely changed"
+        # away from the person region (with margin), the avatar and the border, the background stays
+        far = ~person_region(tracks[0], frames.shape[:3], dilation=0.08)[t] & ~result.avatar_mask[t]
+        far[:8], far[-8:], far[:, :8], far[:, -8:] = False, False, False, False
+        assert far.mean() > 0.1 and difference[t][far].mean() < 2.0
+
+
+def test_real_face_is_gone(astronaut_result, face_detector):
+    frames, _, result = astronaut_result
+    for t in range(len(frames)):
+        [face] = face_boxes(face_detector, frames[t])  # BlazeFace finds the real face in the input
+        # whatever is not avatar (real or inpainted pixels) shows no face there ...
+        real_view = np.where(result.sensitive_mask[t][..., None], result.frames[t], 128).astype(np.uint8)
+        assert all(overlap(face, box) < 0.3 for box in face_boxes(face_detector, real_view)), f"frame {t}"
+        # ... and a face found there in the output is the avatar's own, drawn from public inputs
+        for box in face_boxes(face_detector, result.frames[t]):
+            if overlap(face, box) >= 0.3:
+                x0, y0, x1, y1 = box
+                assert (~result.sensitive_mask[t][y0:y1, x0:x1]).mean() > 0.5, f"frame {t}: a real face remains"
+
+
+def test_only_fully_covered_avatar_pixels_are_public(astronaut_result):
+    _, _, result = astronaut_result
+    public = ~result.sensitive_mask
+    assert public.mean() > 0.1  # the avatar is a large part of the frame
+    assert not (public & ~result.avatar_mask).any()  # public => avatar
+    assert result.avatar_mask.any(axis=(1, 2)).all()  # every frame has its avatar
+
+
+def test_public_pixels_are_computed_from_public_inputs_only(astronaut_result):
+    """Same (given, public) poses over different real pixels: identical masks and public pixels."""
+    frames, tracks, _ = astronaut_result
+    track = tracks[0]
+    pose = {"keypoints_2d": track.keypoints_2d, "keypoints_3d": track.keypoints_3d, "visibility": track.visibility}
+    anonymizer = AvatarAnonymizer(pose_source="given", seed=3)
+    other = pan_zoom(skimage_data.chelsea(), len(frames), frames.shape[1])  # a cat: different real pixels
+    a = anonymizer.anonymize_clip(frames, {"pose": pose})
+    b = anonymizer.anonymize_clip(other, {"pose": pose})
+    assert a.status == b.status == "ok"
+    np.testing.assert_array_equal(a.sensitive_mask, b.sensitive_mask)
+    public = ~a.sensitive_mask
+    np.testing.assert_array_equal(a.frames[public], b.frames[public])
+    assert (a.frames[~public] != b.frames[~public]).any()
+
+
+# ----------------------------------------------------------------------------- datasets.map
+
+
+def test_map_writes_lossless_video_and_exact_masks(anonymizer, astronaut_mp4, astronaut_result):
+    _, _, result = astronaut_result
+    data = datasets.Dataset.from_dict({"video": [{"path": str(astronaut_mp4), "bytes": None}], "label": [7]})
+    data = data.cast_column("video", datasets.Video(decode=False))
+    out = data.map(anonymizer, batched=True, batch_size=1)
+    row = out[0]
+    assert row["label"] == 7 and row["anonymization"] == "ok" and row["num_people"] == 1
+    np.testing.assert_array_equal(load_video_frames(row["video"]), result.frames)  # bit-exact
+    np.testing.assert_array_equal(decode_mask(row["sensitive_mask"]), result.sensitive_mask)
+    np.testing.assert_array_equal(decode_mask(row["avatar_mask"]), result.avatar_mask)
+
+
+_NUM_PROC_SCRIPT = """
+import sys, datasets, multiprocess, pytest
+from hf_maskdp.anonymize.pipeline import AvatarAnonymizer
+data = datasets.load_from_disk(sys.argv[1])
+anonymizer = AvatarAnonymizer(seed=1, max_frames=3)
+features = anonymizer.features(data.features)
+# workers first: mediapipe and EGL cannot start in a process forked after they ran
+two = data.map(anonymizer, batched=True, batch_size=2, num_proc=2, with_rank=True, features=features)
+one = data.map(anonymizer, batched=True, batch_size=2, features=features)
+rows = data.map(anonymizer, batched=False, features=features)
+assert one["i"] == [0, 1, 2, 3], one["i"]  # nothing dropped or reordered
+assert one["anonymization"][:2] == ["ok", "no_person"] and one["anonymization"][2].startswith("error: ")
+for other in (two, rows):
+    assert other["i"] == one["i"] and other["anonymization"] == one["anonymization"]
+    for column in ("video", "sensitive_mask", "avatar_mask", "num_people"):
+        assert other[column] == one[column], column
+with pytest.raises(RuntimeError, match="forked from a process that already ran"):  # not a crash or hang
+    data.map(anonymizer, batched=True, batch_size=2, num_proc=2)
+print("same")
+"""
+
+
+def test_map_num_proc_2_with_rank_equals_num_proc_1(tmp_path, astronaut_mp4, coffee_mp4):
+    clip = load_video_frames(str(astronaut_mp4), max_frames=3)
+    small = np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in clip])
+    clips = []
+    for i, frames in enumerate([small, small[::-1]]):
+        write_mp4(frames, tmp_path / f"small{i}.mp4")
+        clips.append((tmp_path / f"small{i}.mp4").read_bytes())
+    videos = [clips[0], coffee_mp4.read_bytes(), b"not a video", clips[1]]
+    datasets.Dataset.from_dict({"video": videos, "i": [0, 1, 2, 3]}).save_to_disk(str(tmp_path / "data"))
+    # a fresh process: this one already ran mediapipe and EGL, so it cannot fork workers
+    done = subprocess.run([sys.executable, "-c", _NUM_PROC_SCRIPT, str(tmp_path / "data")],
+                          capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert done.returncode == 0 and "same" in done.stdout, done.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def test_clip_with_nobody_is_withheld_by_default(anonymizer, coffee_mp4):
+    row = anonymizer({"video": str(coffee_mp4)})
+    assert row["anonymization"] == "no_person" and row["video"] is None
+    assert decode_mask(row["sensitive_mask"]).shape[0] == 0
+
+
+def test_keep_option_keeps_clip_with_all_sensitive_mask(coffee_mp4):
+    row = AvatarAnonymizer(errors="keep")({"video": str(coffee_mp4)})
+    assert row["anonymization"] == "no_person"
+    frames = load_video_frames(row["video"])
+    mask = decode_mask(row["sensitive_mask"])
+    assert mask.shape == frames.shape[:3] and mask.all()
+
+
+def test_errors_raise_stops_at_first_failure(coffee_mp4):
+    with pytest.raises(AnonymizationError, match="coffee.mp4.*no_person"):
+        AvatarAnonymizer(errors="raise")({"video": [str(coffee_mp4)]})
+
+
+def test_person_lost_beyond_gap_filler_is_partial_and_withheld(astronaut_mp4):
+    frames = load_video_frames(str(astronaut_mp4), max_frames=4)
+    blank = np.full((4, *frames.shape[1:]), 90, np.uint8)  # the person vanishes for 4 frames
+    anonymizer = AvatarAnonymizer(max_gap=2)
+    result = anonymizer.anonymize_clip(np.concatenate([frames, blank]))
+    assert result.status.startswith("partial: 2 of 8 frames")  # 2 filled from neighbours, 2 not
+    assert anonymizer({"video": np.concatenate([frames, blank])})["video"] is None
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        (b"\x00\x01garbage" * 100, "cannot decode"),
+        (b"", "zero-length"),
+        ("/nonexistent/clip.mp4", "not found"),
+        (np.zeros((1, 2160, 3840, 3), np.uint8), "max_resolution=1920"),
+        (np.zeros((0, 64, 64, 3), np.uint8), "zero frames"),
+        ("audio-only", "no video stream"),
+    ],
+    ids=["corrupt", "empty", "missing", "4k", "no-frames", "audio-only"],
+)
+def test_bad_input_gets_a_status_naming_clip_and_problem(anonymizer, tmp_path, value, problem):
+    if isinstance(value, str) and value == "audio-only":  # a file whose streams hold no video
+        value = tmp_path / "sound.m4a"
+        with av.open(str(value), "w") as container:
+            stream = container.add_stream("aac", rate=8000)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 8000
+            container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        value = str(value)
+    row = anonymizer({"video": value})
+    assert row["anonymization"].startswith("error: clip ") and problem in row["anonymization"]
+    assert row["video"] is None
+    with pytest.raises(AnonymizationError, match=problem):
+        AvatarAnonymizer(errors="raise")({"video": [value]})
+
+
+def test_4k_frame_downscaled_on_request():
+    result = AvatarAnonymizer(max_resolution=256, downscale=True).anonymize_clip(np.zeros((1, 2160, 3840, 3), np.uint8))
+    assert result.status == "no_person" and result.frames.shape == (1, 144, 256, 3)
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(ValueError, match="errors='drop'"):
+        AnonymizerConfig(errors="drop")
+    with pytest.raises(ValueError, match="body_model='smpl'"):
+        AnonymizerConfig(body_model="smpl")
+    result = AvatarAnonymizer(pose_source="given").anonymize_clip(np.zeros((2, 32, 32, 3), np.uint8), {})
+    assert result.status.startswith("error: ") and "column 'pose'" in result.status
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_anonymizes_a_video_folder_and_pushes_privately(hub, tmp_path, astronaut_mp4, coffee_mp4):
+    for label, clip in (("astronaut", astronaut_mp4), ("empty", coffee_mp4)):
+        (tmp_path / "in" / label).mkdir(parents=True)
+        (tmp_path / "in" / label / "clip.mp4").write_bytes(clip.read_bytes())
+    command = [sys.executable, "-m", "hf_maskdp.cli", "anonymize", str(tmp_path / "in"), str(tmp_path / "out"),
+               "--max-frames", "3", "--push-to-hub", "alice/anonymized-cli", "--token", "hf_alice_write"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "anonymized 2 clips (3 frames kept), 1 people found, 1 failures (no_person: 1, ok: 1)" in done.stdout
+    assert "Anonymizing" in done.stderr  # the tqdm progress bar
+    out = datasets.load_from_disk(str(tmp_path / "out"))["train"]
+    assert sorted(out["anonymization"]) == ["no_person", "ok"] and "label" in out.column_names
+    assert "(private)" in done.stdout and hub.repo("alice/anonymized-cli", "dataset").private
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "hf_maskdp.cli", "anonymize", str(tmp_path / "x.mp4"), str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
