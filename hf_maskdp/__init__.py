@@ -27,6 +27,8 @@ _EXPORTS = {
     # anonymization
     "AvatarAnonymizer": "hf_maskdp.anonymize.pipeline",
     "AnonymizerConfig": "hf_maskdp.anonymize.pipeline",
+    "Refiner": "hf_maskdp.anonymize.refine",
+    "RefinerConfig": "hf_maskdp.anonymize.refine",
     # hub
     "load_anonymized_dataset": "hf_maskdp.hub",
     "push_anonymized_dataset": "hf_maskdp.hub",
