@@ -1,0 +1,122 @@
+"""`hf-maskdp train DATASET OUTPUT_DIR`: fine-tune VideoMAE with MaskDP on an anonymized dataset.
+
+DATASET is a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`, or a Hub
+dataset id. The model goes to OUTPUT_DIR with `maskdp_privacy.json`; `--push-to-hub REPO`
+uploads it to a private repo unless `--public` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="fine-tune a video classifier with MaskDP",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="save_to_disk folder or Hub dataset id (anonymized: video, sensitive_mask, label)")
+    parser.add_argument("output_dir")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--eval-split", default=None, help="held-out split to evaluate on (never the private one)")
+    parser.add_argument("--privacy-mode", default="maskdp", choices=["maskdp", "dpsgd", "public_only", "none"])
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--target-epsilon", type=float, default=None)
+    budget.add_argument("--noise-multiplier", type=float, default=None)
+    parser.add_argument("--delta", type=float, default=1e-5)
+    parser.add_argument("--clip-norm", type=float, default=1.0, help="per-sample clip norm C")
+    parser.add_argument("--private-batch-size", type=int, default=32, help="expected Poisson batch size")
+    parser.add_argument("--public-batch-size", type=int, default=8)
+    parser.add_argument("--micro-batch-size", type=int, default=8, help="examples per forward (memory)")
+    parser.add_argument("--public-view", default=None, choices=["fill", "drop"])
+    parser.add_argument("--stop-at-epsilon", type=float, default=None)
+    parser.add_argument("--epochs", type=float, default=5.0)
+    parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--model", default=None, help="VideoMAE checkpoint (path or Hub id); default: a small "
+                        "VideoMAE built from --image-size/--num-frames/--layers/--hidden-size")
+    parser.add_argument("--num-frames", type=int, default=16)
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--hidden-size", type=int, default=192)
+    parser.add_argument("--push-to-hub", metavar="REPO", default=None)
+    parser.add_argument("--public", action="store_true", help="make the pushed repo public (default: private)")
+
+
+def load_split(source: str, split: str):
+    """A split of a `save_to_disk` folder or of a Hub dataset."""
+    import os
+
+    import datasets
+
+    if os.path.isdir(source):
+        loaded = datasets.load_from_disk(source)
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"{source} has splits {list(loaded)}, not {split!r}; pass --split")
+            return loaded[split]
+        return loaded
+    return datasets.load_dataset(source, split=split)
+
+
+def build_model(args, dataset):
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    feature = dataset.features.get("label")
+    if feature is None:
+        raise ValueError(f"the dataset has no 'label' column (columns: {dataset.column_names})")
+    names = getattr(feature, "names", None)
+    num_labels = len(names) if names else int(max(dataset["label"])) + 1
+    labels = {"num_labels": num_labels}
+    if names:
+        labels.update(id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    if args.model:
+        return VideoMAEForVideoClassification.from_pretrained(args.model, ignore_mismatched_sizes=True, **labels)
+    heads = max(1, args.hidden_size // 64)
+    config = VideoMAEConfig(image_size=args.image_size, num_frames=args.num_frames, hidden_size=args.hidden_size,
+                            num_hidden_layers=args.layers, num_attention_heads=heads,
+                            intermediate_size=4 * args.hidden_size, **labels)
+    return VideoMAEForVideoClassification(config)
+
+
+def run(args) -> int:
+    import os
+
+    from ..training.collator import VideoClipCollator
+    from ..training.config import DEFAULT_PUBLIC_VIEW, MaskDPConfig
+    from ..training.trainer import MaskDPTrainer
+
+    if args.privacy_mode in ("maskdp", "dpsgd") and args.target_epsilon is None and args.noise_multiplier is None:
+        raise ValueError(f"--privacy-mode {args.privacy_mode} needs --target-epsilon or --noise-multiplier")
+    train = load_split(args.dataset, args.split)
+    evaluation = load_split(args.dataset, args.eval_split) if args.eval_split else None
+    model = build_model(args, train)
+    private = args.privacy_mode in ("maskdp", "dpsgd")
+    config = MaskDPConfig(
+        output_dir=args.output_dir, privacy_mode=args.privacy_mode,
+        target_epsilon=args.target_epsilon if private else None,
+        noise_multiplier=args.noise_multiplier if private else None,
+        target_delta=args.delta, per_sample_clip_norm=args.clip_norm, private_batch_size=args.private_batch_size,
+        public_batch_size=args.public_batch_size, per_device_train_batch_size=args.micro_batch_size,
+        per_device_eval_batch_size=args.micro_batch_size, public_view=args.public_view or DEFAULT_PUBLIC_VIEW,
+        stop_at_epsilon=args.stop_at_epsilon, num_train_epochs=args.epochs, max_steps=args.max_steps,
+        learning_rate=args.learning_rate, save_strategy="no", eval_strategy="epoch" if evaluation else "no",
+        logging_steps=1, report_to="none", use_cpu=True)
+    collator = VideoClipCollator(num_frames=model.config.num_frames, image_size=model.config.image_size)
+    trainer = MaskDPTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
+                            data_collator=collator)
+    trainer.train()
+    trainer.save_model()
+    trainer.create_model_card(dataset=args.dataset if not os.path.isdir(args.dataset) else None)
+    if args.push_to_hub:
+        from ..hub import push_private_model
+
+        url = push_private_model(args.output_dir, args.push_to_hub, private=not args.public)
+        print(f"pushed to {url} ({'public' if args.public else 'private'})")
+    eps, delta = trainer.privacy_spent()
+    print(f"trained {trainer.state.global_step} steps ({args.privacy_mode}): epsilon={eps:.4g}, delta={delta:g}; "
+          f"saved to {args.output_dir}")
+    return 0

@@ -1,0 +1,90 @@
+"""The private branch's Gaussian mechanism (MASKDP.md, algorithm step 3).
+
+    G_priv = (sum_i clip_C(g_i) + N(0, sigma^2 C^2 I)) / (q N)
+
+- `attach_per_sample_grads`: opacus hooks (measured correct on every VideoMAE layer) that fill
+  `p.grad_sample` during a backward of a *sum*-reduced loss.
+- `accumulate_clipped`: clip each example's whole-model gradient to norm C and add it to a sum.
+- `privatize`: sum over processes, Gaussian noise added once in total (by rank 0), divide by
+  the *expected* batch size q N (never the realized one, which would depend on the sample).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def check_model_supported(model: nn.Module) -> None:
+    """Raise ValueError if per-sample gradients would be wrong (BatchNorm mixes examples...)."""
+    from opacus.validators import ModuleValidator
+
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        listed = "; ".join(str(e) for e in errors[:3])
+        raise ValueError(
+            f"this model cannot be trained with per-sample clipping: {listed}. Fix it with "
+            "`model = opacus.validators.ModuleValidator.fix(model)` (e.g. BatchNorm -> GroupNorm)"
+        )
+
+
+def attach_per_sample_grads(model: nn.Module):
+    """Attach opacus per-sample-gradient hooks to `model` in place (no wrapper, so the state dict
+    keeps its keys). Returns the hooks object; its `enable_hooks()` / `disable_hooks()` switch
+    per-sample capture on for the private branch only."""
+    from opacus.grad_sample import GradSampleHooks
+
+    hooks = GradSampleHooks(model, batch_first=True, loss_reduction="sum", strict=True)
+    hooks.disable_hooks()
+    return hooks
+
+
+def accumulate_clipped(params: list[nn.Parameter], clip_norm: float, total: list[torch.Tensor]) -> int:
+    """Add `sum_i g_i * min(1, C / ||g_i||)` from `p.grad_sample` into `total`; clear the grads.
+
+    Returns the number of examples. A non-finite per-example gradient raises FloatingPointError
+    rather than entering the sum (it would poison the noisy update, or be clipped to a NaN).
+    """
+    samples = [p.grad_sample for p in params]
+    if any(s is None for s in samples):
+        missing = [i for i, s in enumerate(samples) if s is None]
+        raise RuntimeError(f"no per-sample gradient for {len(missing)} trainable parameters: every "
+                           "trainable parameter must take part in the forward pass")
+    batch = samples[0].shape[0]
+    squared = torch.zeros(batch, dtype=torch.float64, device=samples[0].device)
+    for s in samples:
+        squared += s.reshape(batch, -1).double().pow(2).sum(dim=1)
+    norms = squared.sqrt()
+    if not torch.isfinite(norms).all():
+        raise FloatingPointError(
+            "a per-example gradient is NaN or infinite; lower the learning rate or check the inputs "
+            "(the update was not applied, so it cannot leak a non-finite value)"
+        )
+    factor = (clip_norm / (norms + 1e-6)).clamp(max=1.0)
+    for p, s, t in zip(params, samples, total):
+        t += torch.einsum("b,b...->...", factor.to(s.dtype), s)
+        p.grad_sample = None
+        p.grad = None
+    return batch
+
+
+def privatize(
+    total: list[torch.Tensor],
+    noise_multiplier: float,
+    clip_norm: float,
+    expected_batch_size: float,
+    generator: torch.Generator,
+    add_noise: bool,
+) -> list[torch.Tensor]:
+    """All-reduce the clipped sums over processes with N(0, (sigma C)^2) added exactly once, then
+    divide by `expected_batch_size` (q N, the whole dataset's). `add_noise` must be true on
+    exactly one rank (rank 0); with one process it is simply true."""
+    flat = torch.cat([t.reshape(-1) for t in total])
+    if add_noise and noise_multiplier > 0:
+        noise = torch.normal(0.0, noise_multiplier * clip_norm, size=flat.shape, generator=generator)
+        flat += noise.to(flat.device, flat.dtype)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= expected_batch_size
+    return [chunk.view_as(t) for chunk, t in zip(torch.split(flat, [t.numel() for t in total]), total)]

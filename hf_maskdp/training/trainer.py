@@ -1,0 +1,397 @@
+"""`MaskDPTrainer`: a `transformers.Trainer` that fine-tunes a video classifier under MaskDP.
+
+One optimizer step (MASKDP.md, algorithm) is one item of the train loader:
+`{"private": [indices], "public": [indices]}` drawn by the samplers in `hf_maskdp.privacy`.
+`training_step` turns it into `p.grad = lambda_priv G_priv + lambda_pub G_pub`; the stock loop
+then runs the optimizer, scheduler, callbacks, logging and checkpoints.
+
+The Trainer owns its data loader, model wrapping and loss reduction, because the stock ones
+break DP (measured, DEPENDENCIES.md): it re-samples and re-shards batches, rescales the loss by
+a data-dependent count, wraps the model in DDP (a second, wasted all-reduce), and logs the raw
+gradient norm. Logs carry only privatized quantities: epsilon, the public-branch loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from itertools import repeat
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+from transformers.utils import logging
+
+from ..privacy import mechanism
+from ..privacy.masks import has_public_content, token_mask
+from ..privacy.sampling import PoissonBatchSampler, ShuffledBatchSampler, make_generator, shard
+from .config import MaskDPConfig
+
+PRIVACY_RECORD_NAME = "maskdp_privacy.json"
+logger = logging.get_logger(__name__)
+
+
+class MaskDPTrainer(Trainer):
+    """Trainer for `privacy_mode` "maskdp", "dpsgd", "public_only" or "none" (see `MaskDPConfig`).
+
+    `data_collator` must map rows to `pixel_values` and `labels` (a `VideoClipCollator`); the
+    public branch also calls its `public_batch(rows)`, whose output may depend only on `m = 0`
+    pixels. Evaluate on held-out data: metrics on the private training set are not private.
+    """
+
+    def __init__(self, model=None, args: MaskDPConfig | None = None, data_collator=None, train_dataset=None,
+                 eval_dataset=None, **kwargs):
+        if not isinstance(args, MaskDPConfig):
+            raise ValueError("MaskDPTrainer needs args=MaskDPConfig(...) (TrainingArguments has no privacy settings)")
+        if data_collator is None:
+            raise ValueError("pass data_collator=VideoClipCollator(image_processor, num_frames=...)")
+        if args.uses_public_branch and not hasattr(data_collator, "public_batch"):
+            raise ValueError(
+                f"privacy_mode={args.privacy_mode!r} needs a collator with public_batch(rows) "
+                "(VideoClipCollator) to build public views"
+            )
+        super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, **kwargs)
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched != self.args.world_size:
+            raise ValueError(
+                f"{launched} processes were launched but the Trainer sees world_size={self.args.world_size}: "
+                "each process would add the full noise for a fraction of the data. On CPU use torchrun or "
+                "`accelerate launch --multi_gpu --num_processes N` with MaskDPConfig(use_cpu=True)"
+            )
+        if args.uses_public_branch and args.public_view == "drop" and not hasattr(self.model.config, "tubelet_size"):
+            raise ValueError("public_view='drop' needs a VideoMAE-style token model; use public_view='fill'")
+        self._per_sample = None
+        if args.is_private:
+            mechanism.check_model_supported(self.model)
+            self._per_sample = mechanism.attach_per_sample_grads(self.model)
+        self.sample_rate: float | None = None  # q, set when the train loader is built
+        self.noise_multiplier: float | None = args.noise_multiplier
+        self._private_records = 0
+        self.add_callback(_EpsilonBudget(self))
+        if args.is_private and args.dp_seed is not None:
+            logger.warning("dp_seed is set: whoever knows it can recompute the noise and the Poisson draws, "
+                           "which voids the guarantee. Leave dp_seed=None outside tests.")
+
+    # ------------------------------------------------------------------ privacy accounting
+
+    def privacy_spent(self, steps: int | None = None) -> tuple[float, float]:
+        """(epsilon, delta) spent after `steps` optimizer steps (default: the steps taken)."""
+        from ..privacy.accounting import compute_epsilon
+
+        args = self.args
+        if args.privacy_mode == "none":
+            return math.inf, 1.0
+        steps = self.state.global_step if steps is None else steps
+        if not args.is_private or not self._private_records or steps == 0 or self.sample_rate is None:
+            return 0.0, 0.0  # the private branch is empty: nothing sensitive is ever read
+        eps = compute_epsilon(self.sample_rate, self.noise_multiplier, steps=steps, delta=args.target_delta,
+                              accountant=args.accountant)
+        return eps, args.target_delta
+
+    def privacy_record(self) -> dict:
+        """What the run guarantees, as saved in `maskdp_privacy.json` and `model.config.maskdp`."""
+        args = self.args
+        eps, delta = self.privacy_spent()
+        steps = self.state.global_step
+        return {
+            "privacy_mode": args.privacy_mode,
+            "epsilon": None if args.privacy_mode == "none" else eps,
+            "delta": None if args.privacy_mode == "none" else delta,
+            "accountant": args.accountant if args.is_private else None,
+            "noise_multiplier": self.noise_multiplier if args.is_private else None,
+            "per_sample_clip_norm": args.per_sample_clip_norm if args.is_private else None,
+            "sample_rate": self.sample_rate,
+            "steps": steps,
+            "epochs": steps * self.sample_rate if self.sample_rate else self.state.epoch,
+            "public_view": args.public_view if args.uses_public_branch else None,
+            "mask_column": args.mask_column if args.privacy_mode != "none" else None,
+            "dataset_size": len(self.train_dataset) if self.train_dataset is not None else None,
+            "world_size": args.world_size,
+        }
+
+    # ------------------------------------------------------------------ data
+
+    def get_train_dataloader(self):
+        """One item per optimizer step; also fixes q and sigma (calibrated to the planned steps)."""
+        from ..privacy.accounting import calibrate_noise_multiplier, compute_epsilon
+
+        args, dataset = self.args, self.train_dataset
+        if dataset is None:
+            raise ValueError("MaskDPTrainer needs a train_dataset")
+        num_records, rank, world = len(dataset), args.process_index, args.world_size
+        self._check_first_row(dataset)
+
+        if args.privacy_mode == "maskdp":
+            private = self._records_with_sensitive_content(dataset)
+        elif args.privacy_mode == "dpsgd":
+            private = list(range(num_records))
+        else:
+            private = []
+        self._private_records = len(private)
+
+        if args.privacy_mode == "none":
+            steps_per_epoch = math.ceil(num_records / args.private_batch_size)
+        elif private:
+            steps_per_epoch = math.ceil(len(private) / args.private_batch_size)
+        else:
+            steps_per_epoch = math.ceil(num_records / args.public_batch_size)
+        planned = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+
+        private_sampler = public_sampler = None
+        if private:
+            self.sample_rate = args.private_batch_size / len(private)
+            if self.sample_rate > 1:
+                raise ValueError(
+                    f"private_batch_size={args.private_batch_size} exceeds the {len(private)} records with "
+                    "sensitive content: Poisson sampling needs q = batch / records <= 1; lower private_batch_size"
+                )
+            if args.target_epsilon is not None:
+                self.noise_multiplier = calibrate_noise_multiplier(
+                    args.target_epsilon, self.sample_rate, steps=planned, delta=args.target_delta,
+                    accountant=args.accountant)
+            if args.stop_at_epsilon is not None:
+                first = compute_epsilon(self.sample_rate, self.noise_multiplier, steps=1, delta=args.target_delta,
+                                        accountant=args.accountant)
+                if first > args.stop_at_epsilon:
+                    raise ValueError(f"one step already spends epsilon={first:.3g} > stop_at_epsilon="
+                                     f"{args.stop_at_epsilon}; raise the budget or the noise")
+            mine = [private[i] for i in shard(len(private), rank, world)]
+            private_sampler = PoissonBatchSampler(mine, self.sample_rate, steps_per_epoch,
+                                                  make_generator(args.dp_seed, "private", rank))
+        elif args.privacy_mode == "none":
+            private_sampler = ShuffledBatchSampler(shard(num_records, rank, world),
+                                                   math.ceil(args.private_batch_size / world), steps_per_epoch,
+                                                   make_generator(args.dp_seed, "private", rank))
+        if args.uses_public_branch:
+            public_sampler = ShuffledBatchSampler(shard(num_records, rank, world),
+                                                  math.ceil(args.public_batch_size / world), steps_per_epoch,
+                                                  make_generator(args.dp_seed, "public", rank))
+        self._noise_generator = make_generator(args.dp_seed, "noise", rank)
+        return _StepLoader(dataset, private_sampler, public_sampler, steps_per_epoch)
+
+    def _rows(self, indices: list[int]) -> list[dict]:
+        return [self.train_dataset[int(i)] for i in indices]
+
+    def _mask_values(self, dataset):
+        column = self.args.mask_column
+        if hasattr(dataset, "column_names"):
+            if column not in dataset.column_names:
+                raise ValueError(
+                    f"privacy_mode='maskdp' needs the mask column {column!r}, but the dataset has "
+                    f"{dataset.column_names}; anonymize it first (hf-maskdp anonymize) or set mask_column="
+                )
+            return dataset[column]
+        values = [row.get(column) for row in (dataset[i] for i in range(len(dataset)))]
+        if any(v is None for v in values):
+            raise ValueError(f"privacy_mode='maskdp' needs the mask column {column!r} in every row")
+        return values
+
+    def _records_with_sensitive_content(self, dataset) -> list[int]:
+        """Records whose mask has any `m = 1` pixel. Masks are public, so this choice leaks nothing;
+        the others have no sensitive content and only feed the public branch."""
+        from ..video import decode_mask
+
+        return [i for i, value in enumerate(self._mask_values(dataset)) if decode_mask(value).any()]
+
+    def _check_first_row(self, dataset):
+        """Fail before training on rows the collator cannot read (missing columns, mask shape)."""
+        if len(dataset) == 0:
+            raise ValueError("the train dataset is empty")
+        if self.args.privacy_mode == "maskdp":
+            self._mask_values(dataset)
+        rows = self._rows([0])
+        self.data_collator(rows)
+        if self.args.uses_public_branch:
+            self.data_collator.public_batch(rows)
+
+    # ------------------------------------------------------------------ the step
+
+    def _prepare_for_training(self, max_steps, train_dataloader, resume_from_checkpoint):
+        """No DDP wrapper (gradients are reduced once, by hand) and no accelerate data loader."""
+        if resume_from_checkpoint is not None:
+            raise ValueError("resume_from_checkpoint is not supported by MaskDPTrainer yet; start a new run")
+        self.create_optimizer_and_scheduler(num_training_steps=max_steps)
+        self.model_wrapped = self.model
+        for attr in ("model", "optimizer", "lr_scheduler"):
+            setattr(self.callback_handler, attr, getattr(self, attr))
+        self.callback_handler.train_dataloader = train_dataloader
+        return self.model, train_dataloader
+
+    def training_step(self, model, inputs, *args, **kwargs) -> torch.Tensor:
+        """Set `p.grad` to this step's update direction; return the public-branch loss (or the
+        plain loss in "none" mode), never a loss computed on private data under DP."""
+        self.model.train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        cfg = self.args
+        parts, loss = [], torch.tensor(0.0, device=cfg.device)
+        if cfg.privacy_mode == "none":
+            grads, loss = self._mean_gradient(inputs["private"], params, public=False)
+            parts.append((1.0, grads))
+        if cfg.is_private and self._private_records:
+            parts.append((cfg.private_grad_weight, self._private_gradient(inputs["private"], params)))
+        if cfg.uses_public_branch:
+            grads, loss = self._mean_gradient(inputs["public"], params, public=True)
+            parts.append((cfg.public_grad_weight, grads))
+        for i, p in enumerate(params):
+            p.grad = sum((weight * grads[i] for weight, grads in parts), torch.zeros_like(p)).detach()
+        return loss
+
+    def _micro_batches(self, indices: list[int]):
+        size = self.args.per_device_train_batch_size
+        for start in range(0, len(indices), size):
+            yield self._rows(indices[start : start + size])
+
+    def _loss_sum(self, pixel_values, labels, bool_masked_pos=None):
+        kwargs = {} if bool_masked_pos is None else {"bool_masked_pos": bool_masked_pos}
+        logits = self.model(pixel_values=pixel_values.to(self.args.device), **kwargs).logits
+        return F.cross_entropy(logits, labels.to(self.args.device), reduction="sum")
+
+    def _private_gradient(self, indices: list[int], params) -> list[torch.Tensor]:
+        """G_priv: clipped per-example gradients on full clips, noise once, / (q N)."""
+        total = [torch.zeros_like(p) for p in params]
+        self._per_sample.enable_hooks()
+        try:
+            for rows in self._micro_batches(indices):
+                batch = self.data_collator(rows)
+                for p in params:
+                    p.grad = None
+                _backward(self._loss_sum(batch["pixel_values"], batch["labels"]))
+                mechanism.accumulate_clipped(params, self.args.per_sample_clip_norm, total)
+        finally:
+            self._per_sample.disable_hooks()
+        return mechanism.privatize(
+            total, self.noise_multiplier, self.args.per_sample_clip_norm,
+            expected_batch_size=self.args.private_batch_size, generator=self._noise_generator,
+            add_noise=self.args.process_index == 0)
+
+    def _mean_gradient(self, indices: list[int], params, public: bool):
+        """Mean loss gradient over the batch (all processes); public views if `public`."""
+        for p in params:
+            p.grad = None
+        count, loss_sum = 0, torch.zeros((), device=self.args.device)
+        for rows in self._micro_batches(indices):
+            if public:
+                loss, n = self._public_loss_sum(self.data_collator.public_batch(rows))
+            else:
+                batch = self.data_collator(rows)
+                loss, n = self._loss_sum(batch["pixel_values"], batch["labels"]), len(rows)
+            if n:
+                _backward(loss)
+                loss_sum += loss.detach()
+                count += n
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+                         + [loss_sum.reshape(1), torch.tensor([float(count)], device=loss_sum.device)])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat = flat / max(flat[-1].item(), 1.0)  # no usable clip anywhere: a zero gradient
+        grads = [g.view_as(p) for g, p in zip(torch.split(flat[:-2], [p.numel() for p in params]), params)]
+        return grads, flat[-2].detach()
+
+    def _public_loss_sum(self, batch):
+        """Summed loss of the public views; clips with nothing public are skipped (MASKDP.md)."""
+        mask = batch["sensitive_mask"]
+        if self.args.public_view == "fill":
+            keep = has_public_content(mask, "fill")
+            if not keep.any():
+                return None, 0
+            return self._loss_sum(batch["pixel_values"][keep], batch["labels"][keep]), int(keep.sum())
+        config = self.model.config
+        sensitive = token_mask(mask, config.tubelet_size, config.patch_size)
+        public_counts = (~sensitive).sum(dim=1)
+        loss, n = None, 0
+        # VideoMAE drops tokens per batch, not per clip: group clips with equal public-token counts,
+        # so each clip's result equals running it alone (mean pooling over its own tokens).
+        for count in public_counts.unique().tolist():
+            if count == 0:
+                continue
+            group = public_counts == count
+            part = self._loss_sum(batch["pixel_values"][group], batch["labels"][group], sensitive[group])
+            loss = part if loss is None else loss + part
+            n += int(group.sum())
+        return loss, n
+
+    # ------------------------------------------------------------------ side doors
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        return None  # the stock Trainer logs the raw (non-private) gradient norm
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if self.args.privacy_mode == "dpsgd":
+            logs.pop("loss", None)  # computed on private data without noise
+            logs.pop("train_loss", None)
+        logs.pop("grad_norm", None)
+        if self.args.privacy_mode != "none":
+            logs["epsilon"] = self.privacy_spent()[0]
+        super().log(logs, *args, **kwargs)
+
+    def prediction_step(self, model, inputs, *args, **kwargs):
+        inputs = {k: v for k, v in inputs.items() if k != "sensitive_mask"}
+        return super().prediction_step(model, inputs, *args, **kwargs)
+
+    # ------------------------------------------------------------------ saving
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        record = self.privacy_record()
+        if hasattr(self.model, "config"):
+            self.model.config.maskdp = record
+        super()._save(output_dir, state_dict=state_dict)
+        if self.args.should_save:
+            with open(os.path.join(output_dir, PRIVACY_RECORD_NAME), "w", encoding="utf-8") as f:
+                json.dump(record, f, indent=2)
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """The MaskDP model card (hf_maskdp.hub) when available, else the stock one."""
+        if not self.is_world_process_zero():
+            return
+        try:
+            from ..hub import write_model_card
+        except ImportError:
+            return super().create_model_card(*args, **kwargs)
+        dataset = kwargs.get("dataset")
+        evals = {k: v for log in self.state.log_history for k, v in log.items() if k.startswith("eval_")}
+        write_model_card(self.args.output_dir, self.privacy_record(), model_name=kwargs.get("model_name"),
+                         dataset_info={"name": dataset} if isinstance(dataset, str) else None,
+                         eval_results=evals or None)
+
+
+def _backward(loss: torch.Tensor) -> None:
+    with warnings.catch_warnings():
+        # opacus' full backward hooks warn when the input (pixels) needs no grad: expected here.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        loss.backward()
+
+
+class _StepLoader:
+    """Iterable of per-step index sets, with the length and `.dataset` the stock loop reads."""
+
+    def __init__(self, dataset, private_sampler, public_sampler, steps: int):
+        self.dataset = dataset
+        self.private_sampler, self.public_sampler = private_sampler, public_sampler
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        private = iter(self.private_sampler) if self.private_sampler is not None else repeat([])
+        public = iter(self.public_sampler) if self.public_sampler is not None else repeat([])
+        for _ in range(self.steps):
+            yield {"private": next(private), "public": next(public)}
+
+
+class _EpsilonBudget(TrainerCallback):
+    """Stops training before the step that would take epsilon past `stop_at_epsilon`."""
+
+    def __init__(self, trainer: MaskDPTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        budget = args.stop_at_epsilon
+        if budget is not None and self.trainer.privacy_spent(state.global_step + 1)[0] > budget:
+            control.should_training_stop = True
+        return control

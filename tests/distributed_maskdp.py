@@ -1,0 +1,53 @@
+"""Run by tests/test_distributed.py under `accelerate launch --multi_gpu --num_processes 2`
+(or torchrun): one MaskDP run on 2 CPU processes; rank 0 writes what the test checks as JSON."""
+
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+from maskdp_helpers import make_rows, tiny_args, tiny_collator, tiny_model
+
+from hf_maskdp.training.trainer import MaskDPTrainer
+
+
+def main(out_path: str, use_cpu: bool = True) -> None:
+    from pathlib import Path
+
+    tmp = Path(out_path).parent
+    sigma, clip = 2.0, 0.5
+    try:
+        noise_run = MaskDPTrainer(model=tiny_model(), data_collator=tiny_collator(), train_dataset=make_rows(8),
+                                  args=tiny_args(tmp, privacy_mode="dpsgd", noise_multiplier=sigma,
+                                                 per_sample_clip_norm=clip, use_cpu=use_cpu))
+    except ValueError as err:
+        Path(out_path).write_text(json.dumps({"error": str(err)}))
+        return
+    # A step with no data: the update is the noise alone, all-reduced over both ranks.
+    noise_run.get_train_dataloader()
+    noise_run.training_step(noise_run.model, {"private": [], "public": []})
+    noise = torch.cat([p.grad.reshape(-1) for p in noise_run.model.parameters()])
+    noise_std_ratio = noise.std().item() / (sigma * clip / 2)  # q N = private_batch_size = 2
+
+    trainer = MaskDPTrainer(model=tiny_model(), data_collator=tiny_collator(), train_dataset=make_rows(8),
+                            args=tiny_args(tmp, num_train_epochs=2))
+    trainer.train()
+    flat = torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, flat)
+    noises = [torch.empty_like(noise) for _ in range(dist.get_world_size())]
+    dist.all_gather(noises, noise)
+    if dist.get_rank() == 0:
+        Path(out_path).write_text(json.dumps({
+            "world_size": trainer.args.world_size,
+            "noise_std_ratio": noise_std_ratio,
+            "noise_equal_on_ranks": bool(torch.equal(noises[0], noises[1])),
+            "params_max_diff": (gathered[0] - gathered[1]).abs().max().item(),
+            "steps": trainer.state.global_step,
+            "sample_rate": trainer.sample_rate,
+            "epsilon": trainer.privacy_spent()[0],
+        }))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], use_cpu="--no-cpu" not in sys.argv)
