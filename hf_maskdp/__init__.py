@@ -29,6 +29,9 @@ _EXPORTS = {
     "AnonymizerConfig": "hf_maskdp.anonymize.pipeline",
     "Refiner": "hf_maskdp.anonymize.refine",
     "RefinerConfig": "hf_maskdp.anonymize.refine",
+    # embedded action dataset
+    "build_action_dataset": "hf_maskdp.data",
+    "save_action_dataset": "hf_maskdp.data",
     # hub
     "load_anonymized_dataset": "hf_maskdp.hub",
     "push_anonymized_dataset": "hf_maskdp.hub",

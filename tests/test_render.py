@@ -1,5 +1,8 @@
 import multiprocessing
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -134,3 +137,17 @@ def test_bad_input_is_a_clear_error(renderer):
         MeshRenderer(0, 10)
     empty = renderer.render([], IDENTITY_CAMERA)
     assert (empty.coverage == 0).all() and np.isinf(empty.depth).all() and (empty.person_index == -1).all()
+
+
+def test_missing_egl_is_a_clear_error():
+    # a real failure: libglvnd finds no EGL vendor library, as on a machine without Mesa's EGL
+    code = (
+        "import numpy as np\n"
+        "from hf_maskdp.anonymize.render import Camera, MeshRenderer\n"
+        "MeshRenderer(8, 8).render([], Camera(np.eye(3), np.eye(3), np.zeros(3), 8, 8))\n"
+    )
+    env = {**os.environ, "__EGL_VENDOR_LIBRARY_FILENAMES": "/nonexistent/egl_vendor.json"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "could not create an offscreen EGL context" in result.stderr
+    assert "apt-get install -y libegl1 libegl-mesa0 libgl1-mesa-dri" in result.stderr

@@ -107,6 +107,10 @@ CLOTHING_COLORS = np.array(
 HAIR_COLORS = np.array([[0.08, 0.06, 0.05], [0.25, 0.15, 0.08], [0.50, 0.35, 0.18], [0.80, 0.65, 0.40], [0.6, 0.6, 0.6]])
 
 
+PUPIL_COLOR = (0.1, 0.07, 0.05)
+MOUTH_COLOR = (0.6, 0.15, 0.15)
+
+
 @dataclass
 class Appearance:
     """How an avatar looks: colours in [0, 1] sRGB and SMPL-X shape coefficients."""
@@ -145,7 +149,7 @@ class Appearance:
 # Bones (joint, child or pseudo-end) and the garment that covers each. Pseudo-ends extend
 # the chain past the wrists (hands) and the head (skull top).
 _BONE_GARMENT = {
-    ("pelvis", "spine1"): "torso",
+    ("pelvis", "spine1"): "shirt",
     ("spine1", "spine2"): "shirt",
     ("spine2", "spine3"): "shirt",
     ("spine3", "neck"): "shirt",
@@ -194,18 +198,16 @@ def paint(rest_vertices: np.ndarray, rest_joints: np.ndarray, appearance: Appear
     distances = np.stack([_segment_distance(rest_vertices, joints[a], joints[b]) for a, b in bones], axis=1)
     garments = np.array([_BONE_GARMENT[bone] for bone in bones])[distances.argmin(1)]
 
-    # the waist splits the lowest torso bone between shirt and trousers
+    # the waist splits the torso between shirt and trousers
     waist = joints["pelvis"][1] + 0.45 * (joints["spine1"][1] - joints["pelvis"][1])
-    garments[(garments == "torso")] = "shirt"
     garments[(garments == "shirt") & (rest_vertices[:, 1] < waist)] = "trousers"
     garments[garments == "sleeve"] = "shirt" if appearance.long_sleeves else "skin"
+    head = np.isin(garments, ["head", "neck"]) & (rest_vertices[:, 1] > joints["neck"][1])
+    garments[np.isin(garments, ["head", "neck"])] = "skin"
 
     colors = np.zeros_like(rest_vertices, dtype=np.float32)
-    garments[garments == "neck"] = "skin"
     for name in ("shirt", "trousers", "shoes", "skin"):
         colors[garments == name] = getattr(appearance, name)
-    head = np.isin(garments, ["head", "neck"]) & (rest_vertices[:, 1] > joints["neck"][1])
-    colors[head] = appearance.skin
     _paint_face(colors, rest_vertices, head, joints["head"], appearance)
     return colors
 
@@ -231,13 +233,13 @@ def _paint_face(colors, vertices, head, head_joint, appearance):
         eye = facing & (((x - centre_x - side * eye_dx) / eye_radius) ** 2 + ((y - eye_y) / (0.7 * eye_radius)) ** 2 < 1)
         colors[eye] = (0.95, 0.95, 0.95)
         pupil = facing & (((x - centre_x - side * eye_dx) ** 2 + (y - eye_y) ** 2) < (0.5 * eye_radius) ** 2)
-        colors[pupil] = (0.1, 0.07, 0.05)
+        colors[pupil] = PUPIL_COLOR
         brow = facing & (np.abs(x - centre_x - side * eye_dx) < 1.2 * eye_radius)
         brow &= np.abs(y - eye_y - 1.3 * eye_radius) < 0.25 * eye_radius
         colors[brow] = appearance.hair
     mouth_y = chin + 0.22 * height
     mouth = facing & (((x - centre_x) / (0.2 * height)) ** 2 + ((y - mouth_y) / (0.05 * height)) ** 2 < 1)
-    colors[mouth] = (0.6, 0.15, 0.15)
+    colors[mouth] = MOUTH_COLOR
 
 
 # ----------------------------------------------------------------------------- mannequin
@@ -288,13 +290,31 @@ class MannequinBody:
         return mesh, joints.astype(np.float32)
 
 
-BODY_MODELS = {"mannequin": MannequinBody}
+def _smplh(appearance: Appearance, **options) -> BodyModel:
+    from .smplh import SMPLHBody  # needs the user's licensed SMPL-H files
+
+    return SMPLHBody(appearance, **options)
 
 
-def make_body_model(name: str = "mannequin", appearance: Appearance | None = None, seed: int = 0) -> BodyModel:
-    """A body model by name; without `appearance`, one is sampled from `seed`."""
+def _anny(appearance: Appearance, **options) -> BodyModel:
+    from .anny_body import AnnyBody  # optional extra: pip install "hf_maskdp[anny]"
+
+    return AnnyBody(appearance, **options)
+
+
+# name -> factory(appearance, **options); heavy bodies import on first use.
+BODY_MODELS = {"mannequin": MannequinBody, "smplh": _smplh, "anny": _anny}
+
+
+def make_body_model(
+    name: str = "mannequin", appearance: Appearance | None = None, seed: int = 0, **options
+) -> BodyModel:
+    """A body model by name; without `appearance`, one is sampled from `seed`.
+
+    `options` go to the body's constructor (e.g. `model_path=` for "smplh").
+    """
     if name not in BODY_MODELS:
         raise ValueError(f"unknown body model {name!r}; choose one of {sorted(BODY_MODELS)}")
     if appearance is None:
         appearance = Appearance.sample(np.random.default_rng(seed))
-    return BODY_MODELS[name](appearance)
+    return BODY_MODELS[name](appearance, **options)

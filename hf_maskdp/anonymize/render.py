@@ -214,8 +214,10 @@ class MeshRenderer:
 
     def _context(self):
         if self._gl is None or self._pid != os.getpid():
-            import moderngl
-
+            try:
+                import moderngl
+            except ImportError as error:
+                raise ImportError(_EGL_HELP) from error
             _check_fork_safe()
             try:
                 ctx = moderngl.create_standalone_context(backend="egl")
