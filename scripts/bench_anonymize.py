@@ -6,6 +6,10 @@ The clip is the astronaut photo (scikit-image, a real person) as a pan/zoom, enc
 ordinary H.264 mp4. "end to end" is the map function on one row: decode the mp4, every stage,
 then the lossless encode of the video and masks. It also saves the picture
 input | anonymized | sensitive mask (white = sensitive) of the middle frame.
+
+The second table is the cost of several people, at one frame size (448x224): the astronaut
+next to a photo with nobody in it, searched for one person only (`max_people=1`) and with the
+default search for more, then the astronaut twice (two people).
 """
 
 from __future__ import annotations
@@ -37,6 +41,16 @@ def astronaut_clip(num_frames: int, width: int, height: int) -> np.ndarray:
         crop_w = min(512, int(crop_h * width / height))
         x0, y0 = min(512 - crop_w, 2 * t), 10
         frames.append(cv2.resize(image[y0 : y0 + crop_h, x0 : x0 + crop_w], (width, height), interpolation=cv2.INTER_AREA))
+    return np.stack(frames)
+
+
+def side_by_side_clip(right: np.ndarray, num_frames: int, height: int) -> np.ndarray:
+    """The astronaut next to `right` (a 512 x 512 photo), 2 x `height` px wide, the camera panning."""
+    pair = np.concatenate([skimage.data.astronaut(), right], axis=1)
+    frames = []
+    for t in range(num_frames):
+        crop = int(512 * (0.9 - 0.01 * t))
+        frames.append(cv2.resize(pair[10 : 10 + crop, 2 * t : 2 * t + 2 * crop], (2 * height, height), interpolation=cv2.INTER_AREA))
     return np.stack(frames)
 
 
@@ -95,6 +109,21 @@ def main() -> None:
             cv2.imwrite(args.picture, picture[..., ::-1])
             public = (~result.sensitive_mask).mean()
     print(f"224x224: {public:.1%} of pixels public (avatar); picture (input | anonymized | mask) saved to {args.picture}")
+
+    nobody = cv2.resize(skimage.data.coffee(), (512, 512), interpolation=cv2.INTER_AREA)
+    cases = [("1 person, max_people=1", AvatarAnonymizer(seed=0, max_people=1), nobody, 1),
+             ("1 person (default search)", anonymizer, nobody, 1),
+             ("2 people", anonymizer, skimage.data.astronaut(), 2)]  # fmt: skip
+    print(f"\n448x224, frames per second | {'pose':>7} | {'fit':>7} | {'render':>7} | {'end2end':>7} | vs first row")
+    baseline = None
+    for name, case_anonymizer, right, people in cases:
+        case_anonymizer.anonymize_clip(astronaut_clip(2, 64, 64))  # load its models outside the timings
+        clip = side_by_side_clip(right, args.frames, 224)
+        per_stage, end_to_end, _, result = bench(case_anonymizer, mp4_bytes(clip), args.frames, args.repeats)
+        assert result.status == "ok" and result.num_people == people, (name, result.status, result.num_people)
+        baseline = baseline or end_to_end
+        print(f"{name:>26} | {per_stage['pose']:>7.1f} | {per_stage['fit']:>7.1f} | {per_stage['render']:>7.1f} | "
+              f"{end_to_end:>7.1f} | {end_to_end / baseline:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

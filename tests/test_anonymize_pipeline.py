@@ -51,6 +51,24 @@ def astronaut_mp4(tmp_path_factory):
     return path
 
 
+def two_people(image: np.ndarray, num_frames: int, height: int) -> np.ndarray:
+    """Two people: the photo twice side by side (2 x `height` px wide), the camera panning right."""
+    pair = np.concatenate([image, image], axis=1)
+    frames = []
+    for t in range(num_frames):
+        crop = int(image.shape[0] * (0.9 - 0.01 * t))
+        x0 = 6 * t
+        frames.append(cv2.resize(pair[10 : 10 + crop, x0 : x0 + 2 * crop], (2 * height, height), interpolation=cv2.INTER_AREA))
+    return np.stack(frames)
+
+
+@pytest.fixture(scope="module")
+def two_astronauts_mp4(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clips") / "two_astronauts.mp4"
+    write_mp4(two_people(skimage_data.astronaut(), 6, 256), path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def coffee_mp4(tmp_path_factory):  # a real photo with nobody in it
     path = tmp_path_factory.mktemp("clips") / "coffee.mp4"
@@ -68,6 +86,13 @@ def astronaut_result(anonymizer, astronaut_mp4):
     frames = load_video_frames(str(astronaut_mp4))
     tracks = anonymizer._pose_source()(frames)
     return frames, tracks, anonymizer.anonymize_clip(str(astronaut_mp4))
+
+
+@pytest.fixture(scope="module")
+def two_astronauts_result(anonymizer, two_astronauts_mp4):
+    frames = load_video_frames(str(two_astronauts_mp4))
+    tracks = anonymizer._pose_source()(frames)
+    return frames, tracks, anonymizer.anonymize_clip(str(two_astronauts_mp4))
 
 
 @pytest.fixture(scope="module")
@@ -110,18 +135,24 @@ def test_person_found_and_replaced_in_every_frame(astronaut_result):
         assert far.mean() > 0.1 and difference[t][far].mean() < 2.0
 
 
-def test_real_face_is_gone(astronaut_result, face_detector):
-    frames, _, result = astronaut_result
+def assert_real_faces_gone(detector, frames, result, num_faces: int) -> None:
     for t in range(len(frames)):
-        [face] = face_boxes(face_detector, frames[t])  # BlazeFace finds the real face in the input
+        faces = face_boxes(detector, frames[t])
+        assert len(faces) == num_faces, f"frame {t}: BlazeFace should find the real faces in the input"
         # whatever is not avatar (real or inpainted pixels) shows no face there ...
         real_view = np.where(result.sensitive_mask[t][..., None], result.frames[t], 128).astype(np.uint8)
-        assert all(overlap(face, box) < 0.3 for box in face_boxes(face_detector, real_view)), f"frame {t}"
-        # ... and a face found there in the output is the avatar's own, drawn from public inputs
-        for box in face_boxes(face_detector, result.frames[t]):
-            if overlap(face, box) >= 0.3:
-                x0, y0, x1, y1 = box
-                assert (~result.sensitive_mask[t][y0:y1, x0:x1]).mean() > 0.5, f"frame {t}: a real face remains"
+        for face in faces:
+            assert all(overlap(face, box) < 0.3 for box in face_boxes(detector, real_view)), f"frame {t}"
+            # ... and a face found there in the output is the avatar's own, drawn from public inputs
+            for box in face_boxes(detector, result.frames[t]):
+                if overlap(face, box) >= 0.3:
+                    x0, y0, x1, y1 = box
+                    assert (~result.sensitive_mask[t][y0:y1, x0:x1]).mean() > 0.5, f"frame {t}: a real face remains"
+
+
+def test_real_face_is_gone(astronaut_result, face_detector):
+    frames, _, result = astronaut_result
+    assert_real_faces_gone(face_detector, frames, result, num_faces=1)
 
 
 def test_only_fully_covered_avatar_pixels_are_public(astronaut_result):
@@ -146,6 +177,67 @@ def test_public_pixels_are_computed_from_public_inputs_only(astronaut_result):
     public = ~a.sensitive_mask
     np.testing.assert_array_equal(a.frames[public], b.frames[public])
     assert (a.frames[~public] != b.frames[~public]).any()
+
+
+# ----------------------------------------------------------------------------- two people
+
+
+def test_two_people_found_and_replaced_by_two_identities(two_astronauts_result):
+    frames, tracks, result = two_astronauts_result
+    assert result.status == "ok" and result.num_people == 2
+    assert len(tracks) == 2 and all(track.detected.all() for track in tracks)
+    assert tracks[0].keypoints_2d[:, 0, 0].max() < 256 <= tracks[1].keypoints_2d[:, 0, 0].min()  # left, then right
+    assert len(set(result.identities)) == 2
+    width = frames.shape[2]
+    region = [person_region(track, frames.shape[:3], dilation=0.0) for track in tracks]
+    difference = np.abs(result.frames.astype(int) - frames.astype(int)).mean(-1)
+    for t in range(len(frames)):
+        for person in region:
+            assert difference[t][person[t]].mean() > 40, f"frame {t}: a person region barely changed"
+        public = ~result.sensitive_mask[t]
+        assert public[:, : width // 2].mean() > 0.1 and public[:, width // 2 :].mean() > 0.1  # an avatar each
+        assert not (public & ~result.avatar_mask[t]).any()
+    # the same pose twice, two looks: public pixels at the same place in both halves differ
+    left, right = result.frames[:, :, : width // 2], result.frames[:, :, width // 2 :]
+    both = ~result.sensitive_mask[:, :, : width // 2] & ~result.sensitive_mask[:, :, width // 2 :]
+    assert both.sum() > 1000 and np.abs(left[both].astype(int) - right[both].astype(int)).mean() > 30
+
+
+def test_two_real_faces_are_gone(two_astronauts_result, face_detector):
+    frames, _, result = two_astronauts_result
+    assert_real_faces_gone(face_detector, frames, result, num_faces=2)
+
+
+def given_poses(tracks, num_frames: int) -> list[dict]:
+    """The tracked people's first frames as a `given` pose column (public data: poses, no pixels)."""
+    return [{"keypoints_2d": track.keypoints_2d[:num_frames].copy(), "keypoints_3d": track.keypoints_3d[:num_frames].copy(),
+             "visibility": track.visibility[:num_frames], "person_mask": track.person_mask[:num_frames]}
+            for track in tracks]  # fmt: skip
+
+
+def test_second_person_lost_or_unfittable_withholds_the_clip(two_astronauts_result):
+    frames, tracks, _ = two_astronauts_result
+    anonymizer = AvatarAnonymizer(pose_source="given", max_gap=1)
+    lost = given_poses(tracks, 6)
+    lost[1]["keypoints_2d"][1:4] = np.nan  # person 1 unseen for 3 frames, more than the gap filler bridges
+    result = anonymizer.anonymize_clip(frames, {"pose": lost})
+    assert result.status == "partial: 3 of 6 frames have a person without a tracked pose (first: frame 1)"
+    unfittable = given_poses(tracks, 2)
+    unfittable[1]["keypoints_3d"][:] = 0.0  # a degenerate 3D pose: all landmarks at one point
+    row = anonymizer({"video": frames[:2], "pose": unfittable})
+    assert row["anonymization"] == "partial: person 1 could not be fitted in 2 of 2 frames"
+    assert row["video"] is None  # withheld by default
+
+
+def test_avatar_not_covering_its_person_is_a_poor_fit(astronaut_result):
+    frames, tracks, _ = astronaut_result
+    anonymizer = AvatarAnonymizer(pose_source="given")
+    assert anonymizer.anonymize_clip(frames[:3], {"pose": given_poses(tracks, 3)}).status == "ok"
+    moved = given_poses(tracks, 3)
+    moved[0]["person_mask"] = np.roll(moved[0]["person_mask"], 110, axis=2)  # the person is elsewhere than the pose says
+    row = anonymizer({"video": frames[:3], "pose": moved})
+    assert row["anonymization"].startswith("partial: poor fit: the avatar of person 0 covers ")
+    assert row["video"] is None  # withheld by default
 
 
 # ----------------------------------------------------------------------------- datasets.map

@@ -14,12 +14,12 @@ from hf_maskdp.anonymize.body import JOINT, SMPLH_PARENTS, make_body_model  # no
 from hf_maskdp.anonymize.composite import composite  # noqa: E402
 from hf_maskdp.anonymize.fit import (  # noqa: E402
     LEFT_EAR, LEFT_FOOT, LEFT_INDEX, LEFT_PINKY, NOSE, PNP_PAIRS, RIGHT_EAR, RIGHT_FOOT, RIGHT_INDEX, RIGHT_PINKY,
-    default_intrinsics, fit_camera, fit_rotations,
+    FittedFrame, default_intrinsics, fit_camera, fit_rotations, smooth_cameras,
 )  # fmt: skip
 from hf_maskdp.anonymize.inpaint import TemporalBackgroundInpainter, person_region  # noqa: E402
-from hf_maskdp.anonymize.pose import GivenPose, empty_track  # noqa: E402
+from hf_maskdp.anonymize.pose import Detection, GivenPose, empty_track  # noqa: E402
 from hf_maskdp.anonymize.render import Camera, MeshRenderer, RenderOutput  # noqa: E402
-from hf_maskdp.anonymize.tracking import fill_gaps, identity_seed, smooth  # noqa: E402
+from hf_maskdp.anonymize.tracking import fill_gaps, identity_seed, link_detections, smooth  # noqa: E402
 
 SMPL_TO_CAMERA = np.diag([1.0, -1.0, -1.0])  # body facing +z, y up -> facing the camera, y down
 
@@ -72,6 +72,26 @@ def test_identity_seed_is_reproducible_and_per_person():
     track = _track_with([1] * 4)
     assert identity_seed(0, 0, track) == identity_seed(0, 0, fill_gaps(track, 2))
     assert len({identity_seed(0, 0, track), identity_seed(0, 1, track), identity_seed(1, 0, track)}) == 3
+
+
+def _person_at(x: float, y: float = 50.0) -> Detection:
+    """A 20 x 60 px person whose landmarks spread around (x, y)."""
+    points = np.stack([np.linspace(x - 10, x + 10, 33), np.linspace(y - 30, y + 30, 33)], 1).astype(np.float32)
+    return Detection(points, np.zeros((33, 3), np.float32), np.ones(33, np.float32))
+
+
+def test_link_detections_follows_each_person_whatever_the_search_order():
+    # two people walking towards each other; the searches find them in either order, one is missed
+    # in frame 2 and a third person enters in frame 3
+    frames = [[_person_at(20), _person_at(80)], [_person_at(86), _person_at(26)], [_person_at(32)],
+              [_person_at(74), _person_at(140), _person_at(38)]]  # fmt: skip
+    tracks = link_detections(frames, (4, 100, 160))
+    assert len(tracks) == 3
+    centres = [np.where(track.detected, track.keypoints_2d[:, :, 0].mean(1), np.nan) for track in tracks]
+    np.testing.assert_allclose(centres[0], [20, 26, 32, 38])  # ordered by first frame, then left to right
+    np.testing.assert_allclose(centres[1], [80, 86, np.nan, 74])  # re-found after a missed frame
+    np.testing.assert_allclose(centres[2], [np.nan, np.nan, np.nan, 140])
+    assert tracks[1].valid.tolist() == [True, True, False, True]  # the miss is left to fill_gaps
 
 
 def test_given_pose_checks_shapes():
@@ -131,6 +151,23 @@ def test_fit_camera_reprojects_onto_the_2d_landmarks(body):
     camera = fit_camera(joints, keypoints, np.ones(33), K, 200, 160)
     error = np.linalg.norm(camera.project(joints) - truth.project(joints), axis=1)
     assert error.max() < 0.5
+
+
+def test_smooth_cameras_damps_jitter_and_keeps_steady_motion(body):
+    mesh, joints = body.pose(np.zeros((21, 3)))
+    K = default_intrinsics(64, 64)
+    jitter = np.where(np.arange(30) % 2, 0.05, -0.05)  # metres / radians, every other frame
+    fits = {t: FittedFrame(mesh, joints, Camera(K=K, R=Rotation.from_rotvec([0, 0.02 * t + jitter[t], 0]).as_matrix(),
+                                                t=[0.1 * t, jitter[t], 3.0], width=64, height=64))
+            for t in range(30) if t != 20}  # fmt: skip
+    smoothed = smooth_cameras(fits, 30, sigma=2.0)
+    assert sorted(smoothed) == sorted(fits)  # the unfitted frame stays unfitted
+    for t in (8, 9, 10):  # away from the ends of a run of fitted frames: steady motion kept, jitter gone
+        camera = smoothed[t].camera
+        np.testing.assert_allclose(camera.t, [0.1 * t, 0, 3.0], atol=0.005)
+        np.testing.assert_allclose(Rotation.from_matrix(camera.R).as_rotvec(), [0, 0.02 * t, 0], atol=0.005)
+    assert all(abs(smoothed[t].camera.t[1]) < 0.02 for t in (0, 19, 21, 29))  # damped up to the ends
+    assert smooth_cameras(fits, 30, sigma=0.0) is fits
 
 
 # ----------------------------------------------------------------------------- inpainting and compositing

@@ -46,6 +46,9 @@ class FittedFrame:
     joints: np.ndarray  # (22, 3)
     camera: Camera
 
+    def is_finite(self) -> bool:
+        return bool(np.isfinite(self.mesh.vertices).all() and np.isfinite(self.camera.R).all() and np.isfinite(self.camera.t).all())
+
 
 def default_intrinsics(width: int, height: int, focal_length: float | None = None) -> np.ndarray:
     """A pinhole K with ~53 degrees across the longer side unless `focal_length` (pixels) is given."""
@@ -183,7 +186,10 @@ def fit_camera(joints: np.ndarray, keypoints_2d: np.ndarray, visibility: np.ndar
         return float(np.mean(np.linalg.norm(projected[:, 0] - image_points, axis=1)))
 
     best = error(rvec, tvec)
-    ok, r1, t1 = cv2.solvePnP(object_points, image_points, K, None, rvec.copy(), tvec.copy(), True, cv2.SOLVEPNP_ITERATIVE)
+    try:
+        ok, r1, t1 = cv2.solvePnP(object_points, image_points, K, None, rvec.copy(), tvec.copy(), True, cv2.SOLVEPNP_ITERATIVE)
+    except cv2.error:  # degenerate points: keep the linear solution
+        ok = False
     if ok and t1[2, 0] > 0.2 and np.isfinite(t1).all() and error(r1, t1) < best:
         rvec, tvec = r1[:, 0], t1[:, 0]
     return Camera(K=K, R=cv2.Rodrigues(np.asarray(rvec, np.float64))[0], t=tvec, width=width, height=height)
@@ -197,3 +203,24 @@ def fit_frame(body: BodyModel, landmarks_3d, keypoints_2d, visibility, K, width,
     joints = joints - pelvis
     camera = fit_camera(joints, keypoints_2d, visibility, K, width, height)
     return FittedFrame(mesh=mesh, joints=joints, camera=camera)
+
+
+def smooth_cameras(fits: dict[int, FittedFrame], num_frames: int, sigma: float) -> dict[int, FittedFrame]:
+    """Smooth one person's per-frame camera (PnP rotation and translation) over time, within runs
+    of consecutive fitted frames, so the avatar does not jitter where the 2D landmarks do."""
+    from hf_maskdp.anonymize.tracking import smooth_series
+
+    if sigma <= 0 or not fits:
+        return fits
+    valid = np.zeros(num_frames, bool)
+    valid[list(fits)] = True
+    translations, rotations = np.zeros((num_frames, 3)), np.zeros((num_frames, 3))
+    for t, fit in fits.items():
+        translations[t], rotations[t] = fit.camera.t, Rotation.from_matrix(fit.camera.R).as_rotvec()
+    translations = smooth_series(translations, valid, sigma)
+    rotations = smooth_series(rotations, valid, sigma)  # PnP rotations stay small: rotation vectors average well
+    return {
+        t: FittedFrame(fit.mesh, fit.joints, Camera(K=fit.camera.K, R=Rotation.from_rotvec(rotations[t]).as_matrix(),
+                                                    t=translations[t], width=fit.camera.width, height=fit.camera.height))
+        for t, fit in fits.items()
+    }  # fmt: skip

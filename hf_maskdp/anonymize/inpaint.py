@@ -11,7 +11,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from hf_maskdp.anonymize.pose import PoseTrack
+from hf_maskdp.anonymize.pose import Detection, PoseTrack
 
 # Landmark pairs whose segments (thickened) cover the body when no segmentation exists.
 _LIMBS = [(11, 12), (11, 23), (12, 24), (23, 24), (11, 13), (13, 15), (12, 14), (14, 16), (15, 19), (16, 20),
@@ -37,26 +37,41 @@ def person_region(track: PoseTrack, shape: tuple[int, int, int], dilation: float
             for source in (before[-1:], after[:1]):
                 if len(source):
                     region[t] |= segmented[source[0]]
-    radius = max(2, int(round(dilation * np.hypot(height, width))))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     for t in np.flatnonzero(track.valid):
-        points = track.keypoints_2d[t]
-        if not np.isfinite(points).all():
-            continue
-        canvas = region[t].astype(np.uint8)
-        shoulders = np.linalg.norm(points[11] - points[12])
-        hips = np.linalg.norm(points[11] - points[23])
-        limb = max(3, int(0.25 * max(shoulders, 0.5 * hips)))
-        for a, b in _LIMBS:
-            cv2.line(canvas, _pixel(points[a]), _pixel(points[b]), 1, limb)
-        head = max(limb, int(1.2 * np.linalg.norm(points[7] - points[8])), int(0.5 * shoulders))
-        cv2.circle(canvas, _pixel(points[0]), head, 1, -1)
-        cv2.fillConvexPoly(canvas, np.array([_pixel(points[k]) for k in (11, 12, 24, 23)]), 1)
-        region[t] = canvas.astype(bool)
+        if np.isfinite(track.keypoints_2d[t]).all():
+            region[t] = _draw_body(region[t], track.keypoints_2d[t])
+    kernel = _disc(dilation, height, width)
     for t in range(num_frames):
         if region[t].any():
             region[t] = cv2.dilate(region[t].astype(np.uint8), kernel).astype(bool)
     return region
+
+
+def detection_region(person: Detection, shape: tuple[int, int], dilation: float = 0.02) -> np.ndarray:
+    """Bool (H, W): one person in one frame, as `person_region` draws it (segmentation, body, dilation)."""
+    region = np.zeros(shape, bool) if person.person_mask is None else person.person_mask > 0.2
+    if np.isfinite(person.keypoints_2d).all():
+        region = _draw_body(region, person.keypoints_2d)
+    return cv2.dilate(region.astype(np.uint8), _disc(dilation, *shape)).astype(bool)
+
+
+def _draw_body(region: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """`region` plus the skeleton drawn with thick limbs, a head disc and the torso."""
+    canvas = region.astype(np.uint8)
+    shoulders = np.linalg.norm(points[11] - points[12])
+    hips = np.linalg.norm(points[11] - points[23])
+    limb = max(3, int(0.25 * max(shoulders, 0.5 * hips)))
+    for a, b in _LIMBS:
+        cv2.line(canvas, _pixel(points[a]), _pixel(points[b]), 1, limb)
+    head = max(limb, int(1.2 * np.linalg.norm(points[7] - points[8])), int(0.5 * shoulders))
+    cv2.circle(canvas, _pixel(points[0]), head, 1, -1)
+    cv2.fillConvexPoly(canvas, np.array([_pixel(points[k]) for k in (11, 12, 24, 23)]), 1)
+    return canvas.astype(bool)
+
+
+def _disc(dilation: float, height: int, width: int) -> np.ndarray:
+    radius = max(2, int(round(dilation * np.hypot(height, width))))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def _pixel(point: np.ndarray) -> tuple[int, int]:

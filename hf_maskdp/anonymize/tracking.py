@@ -1,4 +1,5 @@
-"""Temporal consistency: fill short detection gaps, smooth landmarks, seed one identity per person.
+"""Temporal consistency: link people across frames, fill short detection gaps, smooth landmarks
+and cameras, seed one identity per person.
 
 Frames still without a pose after `fill_gaps` are reported by the pipeline (status `partial`),
 never silently passed through.
@@ -10,7 +11,56 @@ import hashlib
 
 import numpy as np
 
-from hf_maskdp.anonymize.pose import PoseTrack
+from hf_maskdp.anonymize.pose import Detection, PoseTrack, empty_track
+
+
+def link_detections(people: list[list[Detection]], shape: tuple[int, int, int], min_iou: float = 0.1) -> list[PoseTrack]:
+    """One `PoseTrack` per person from the people found in each frame.
+
+    Each frame's people are matched to the tracks by the overlap (IoU) of their landmark
+    boxes with each track's last box (one-to-one, best total overlap); a person matching no
+    track starts a new one. Tracks come out ordered by first frame, then left to right, so
+    person indices (and avatar identities) do not depend on which search found whom.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    num_frames, height, width = shape
+    tracks: list[PoseTrack] = []
+    last_box: list[np.ndarray] = []
+    for t, found in enumerate(people):
+        boxes = [person.box() for person in found]
+        assigned = [-1] * len(found)
+        if tracks and found:
+            iou = np.array([[_iou(box, previous) for previous in last_box] for box in boxes])
+            for i, k in zip(*linear_sum_assignment(-iou)):
+                if iou[i, k] >= min_iou:
+                    assigned[i] = k
+        for person, box, k in zip(found, boxes, assigned):
+            if k < 0:
+                tracks.append(empty_track(num_frames))
+                tracks[-1].person_mask = np.zeros(shape, np.float32)
+                last_box.append(box)
+                k = len(tracks) - 1
+            track = tracks[k]
+            track.keypoints_2d[t], track.keypoints_3d[t], track.visibility[t] = person.keypoints_2d, person.keypoints_3d, person.visibility
+            track.detected[t] = track.valid[t] = True
+            if person.person_mask is not None:
+                track.person_mask[t] = person.person_mask
+            last_box[k] = box
+    order = sorted(range(len(tracks)), key=lambda k: (tracks[k].detected.argmax(), _first_box(tracks[k])[0]))
+    return [tracks[k] for k in order]
+
+
+def _first_box(track: PoseTrack) -> np.ndarray:
+    points = track.keypoints_2d[track.detected.argmax()]
+    return np.concatenate([points.min(0), points.max(0)])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 0.0
 
 
 def fill_gaps(track: PoseTrack, max_gap: int) -> PoseTrack:
@@ -37,24 +87,32 @@ def fill_gaps(track: PoseTrack, max_gap: int) -> PoseTrack:
 
 def smooth(track: PoseTrack, sigma: float) -> PoseTrack:
     """Gaussian smoothing over time (in frames) within each run of valid frames."""
+    return track.replace(
+        keypoints_2d=smooth_series(track.keypoints_2d, track.valid, sigma),
+        keypoints_3d=smooth_series(track.keypoints_3d, track.valid, sigma),
+    )
+
+
+def smooth_series(values: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """`values` (T, ...) smoothed over time with a Gaussian of `sigma` frames, within each run of
+    `valid` frames (only neighbours inside the run count, so gaps and clip ends do not bias it)."""
     if sigma <= 0:
-        return track
+        return values
     radius = max(1, int(round(3 * sigma)))
     offsets = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    k2, k3 = track.keypoints_2d.copy(), track.keypoints_3d.copy()
-    for start, end in _runs(track.valid):
-        for source, target in ((track.keypoints_2d, k2), (track.keypoints_3d, k3)):
-            run = source[start:end].astype(np.float64)
-            total = np.zeros_like(run)
-            weight = np.zeros(len(run))
-            for offset, k in zip(offsets, kernel):  # only neighbours inside the run count
-                lo, hi = max(0, -offset), min(len(run), len(run) - offset)
-                if lo < hi:
-                    total[lo:hi] += k * run[lo + offset : hi + offset]
-                    weight[lo:hi] += k
-            target[start:end] = total / weight[:, None, None]
-    return track.replace(keypoints_2d=k2, keypoints_3d=k3)
+    out = values.copy()
+    for start, end in _runs(valid):
+        run = values[start:end].astype(np.float64)
+        total = np.zeros_like(run)
+        weight = np.zeros(len(run))
+        for offset, k in zip(offsets, kernel):
+            lo, hi = max(0, -offset), min(len(run), len(run) - offset)
+            if lo < hi:
+                total[lo:hi] += k * run[lo + offset : hi + offset]
+                weight[lo:hi] += k
+        out[start:end] = total / weight.reshape(-1, *[1] * (run.ndim - 1))
+    return out
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -22,6 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument("--body-model", default="mannequin")
     parser.add_argument("--pose-source", default="mediapipe", choices=["mediapipe", "given"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-people", type=int, default=4, help="people searched for per frame (default 4)")
     parser.add_argument("--errors", default="withhold", choices=["withhold", "keep", "raise"],
                         help="clips that may still show a real person: withhold the video (default), keep it "
                              "with an all-sensitive mask, or stop")  # fmt: skip
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = AnonymizerConfig(
         body_model=args.body_model, pose_source=args.pose_source, video_column=args.video_column, seed=args.seed,
+        max_people=args.max_people,
         errors=args.errors, max_frames=args.max_frames, max_resolution=args.max_resolution, downscale=args.downscale,
     )  # fmt: skip
     anonymizer = AvatarAnonymizer(config)
