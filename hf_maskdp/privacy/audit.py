@@ -200,8 +200,7 @@ def audit_training(
                                                  callbacks=[RecordAndReset()])
             trainer.remove_callback(PrinterCallback)  # no per-run log lines
             trainer.canary_absent = canary_absent
-            if variant == "no_noise":
-                trainer.noise_multiplier = 0.0  # the bug: the accountant still believes σ
+            trainer.noise_off = variant == "no_noise"
             trainer.train()
         return np.asarray(scores)
 
@@ -303,11 +302,18 @@ def _audit_trainer_class():
         """The real trainer; on D' the canary's sensitive content is ⊥, which contributes zero."""
 
         canary_absent = False
+        noise_off = False  # the "no_noise" bug: no noise is drawn while the accountant still believes σ
 
         def _private_gradient(self, indices, params):
             if self.canary_absent:
                 indices = [i for i in indices if i != CANARY]
-            return super()._private_gradient(indices, params)
+            if not self.noise_off:
+                return super()._private_gradient(indices, params)
+            sigma, self.noise_multiplier = self.noise_multiplier, 0.0
+            try:
+                return super()._private_gradient(indices, params)
+            finally:
+                self.noise_multiplier = sigma
 
     return AuditTrainer
 
