@@ -24,6 +24,7 @@ _EXPORTS = {
     "MaskDPConfig": "hf_maskdp.training.config",
     "MaskDPTrainer": "hf_maskdp.training.trainer",
     "VideoClipCollator": "hf_maskdp.training.collator",
+    "withheld_rows": "hf_maskdp.training.trainer",
     # anonymization
     "AvatarAnonymizer": "hf_maskdp.anonymize.pipeline",
     "AnonymizerConfig": "hf_maskdp.anonymize.pipeline",

@@ -15,7 +15,7 @@ from hf_maskdp.privacy import mechanism
 from hf_maskdp.privacy.accounting import compute_epsilon
 from hf_maskdp.privacy.sampling import make_generator
 from hf_maskdp.training.config import MaskDPConfig
-from hf_maskdp.training.trainer import MaskDPTrainer
+from hf_maskdp.training.trainer import MaskDPTrainer, withheld_rows
 
 
 def _trainer(tmp_path, rows, model=None, **overrides):
@@ -49,8 +49,8 @@ def test_public_gradient_is_bit_identical_when_sensitive_pixels_change(tmp_path_
         trainer.train_dataset = data
         grad, _ = trainer._mean_gradient([0, 1, 2, 3], params, public=True)
         grads.append(grad)
-    assert any(g.abs().sum() > 0 for g in grads[0])
-    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    assert grads[0].abs().sum() > 0
+    assert torch.equal(*grads)
 
 
 def test_public_only_training_ends_with_bit_identical_weights(tmp_path):
@@ -100,8 +100,11 @@ def test_all_public_maskdp_draws_no_noise_and_spends_nothing(tmp_path):
 
 # 3. Per-sample gradients and clipping ------------------------------------------------------
 
-def test_per_sample_gradients_match_a_loop_and_clipping_bounds_the_norm():
+@pytest.mark.parametrize("patch_bias", [True, False])
+def test_per_sample_gradients_match_a_loop_and_clipping_bounds_the_norm(patch_bias):
     model = tiny_model(layers=2)
+    if not patch_bias:  # a layer with a weight matrix only: the backward must still reach it
+        model.videomae.embeddings.patch_embeddings.projection.bias = None
     batch = tiny_collator()(make_rows(3, mask="random"))
     params = [p for p in model.parameters() if p.requires_grad]
     loop = []
@@ -114,7 +117,9 @@ def test_per_sample_gradients_match_a_loop_and_clipping_bounds_the_norm():
     hooks.enable_hooks()
     model.zero_grad()
     logits = model(pixel_values=batch["pixel_values"]).logits
-    nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").backward()
+    loss = nn.functional.cross_entropy(logits, batch["labels"], reduction="sum")
+    mechanism.per_sample_backward(loss, mechanism.backward_targets(model))  # the trainer's private backward
+    assert all(p.grad is None for p in params)  # no raw batch gradient is even computed
     for j, p in enumerate(params):
         assert torch.allclose(p.grad_sample, torch.stack([g[j] for g in loop]), atol=1e-6)
     clip = 0.1
@@ -144,11 +149,11 @@ def test_empty_batch_step_adds_noise_with_std_sigma_c_over_qn(tmp_path):
 
 
 def test_training_goes_on_through_empty_poisson_batches(tmp_path):
-    trainer = _trainer(tmp_path, make_rows(8), private_batch_size=1, num_train_epochs=2)
+    trainer = _trainer(tmp_path, make_rows(8), private_batch_size=1)
     sizes = [len(step["private"]) for step in trainer.get_train_dataloader()]
     assert 0 in sizes and len(sizes) == 8
-    trainer.train()
-    assert trainer.state.global_step == 16
+    trainer.train()  # the same seeded draws: the same empty batch comes up
+    assert trainer.state.global_step == 8
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
@@ -225,6 +230,42 @@ def test_bad_data_and_models_fail_before_training(tmp_path):
         _trainer(tmp_path, rows, model=model)
 
 
+def _anonymized_dataset(rows, withheld=("no_person", "error: undecodable")):
+    """`rows` as the anonymizer writes them, plus withheld rows: no video, masks with 0 frames."""
+    import datasets
+    import numpy as np
+
+    from hf_maskdp.video import encode_mask, encode_video, mask_feature, video_feature
+
+    empty = encode_mask(np.zeros((0, 20, 24), bool))
+    features = datasets.Features({"video": video_feature(), "sensitive_mask": mask_feature(),
+                                  "label": datasets.ClassLabel(names=["a", "b", "c"]),
+                                  "anonymization": datasets.Value("string")})
+    return datasets.Dataset.from_dict({
+        "video": [{"path": None, "bytes": encode_video(r["video"])} for r in rows] + [None] * len(withheld),
+        "sensitive_mask": [r["sensitive_mask"] for r in rows] + [empty] * len(withheld),
+        "label": [r["label"] for r in rows] + [0] * len(withheld),
+        "anonymization": ["ok"] * len(rows) + list(withheld)}, features=features)
+
+
+def test_withheld_rows_are_refused_before_training_with_the_fix(tmp_path):
+    ds = _anonymized_dataset(make_rows(4, mask="all"))
+    trainer = _trainer(tmp_path, ds)
+    refused = r"2 of 6 rows have no video.*\(error: 1, no_person: 1\).*filter\(lambda video"
+    with pytest.raises(ValueError, match=refused):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    published = ds.filter(lambda video: video is not None, input_columns="video")  # the fix the error names
+    trainer = _trainer(tmp_path, published, num_train_epochs=2)
+    trainer.train()
+    record = trainer.privacy_record()
+    # the accountant counts the 4 rows trained on, not the 6 of the raw dataset
+    assert record["dataset_size"] == 4 and record["sample_rate"] == 0.5 and record["steps"] == 4
+    assert record["epsilon"] == compute_epsilon(0.5, 1.0, steps=4, delta=1e-5)
+    rows = make_rows(2)
+    assert withheld_rows([rows[0], {**rows[1], "video": None}, {"label": 0}]) == [1]  # lists of rows too
+
+
 def test_non_finite_per_sample_gradients_stop_the_step(tmp_path):
     trainer = _trainer(tmp_path, make_rows(4), privacy_mode="dpsgd")
     trainer.get_train_dataloader()
@@ -240,14 +281,8 @@ def test_train_command_saves_and_pushes_privately(hub, tmp_path, monkeypatch, ca
     import datasets
 
     from hf_maskdp.cli import main
-    from hf_maskdp.video import encode_video, mask_feature, video_feature
 
-    rows = make_rows(4, mask="random")
-    features = datasets.Features({"video": video_feature(), "sensitive_mask": mask_feature(),
-                                  "label": datasets.ClassLabel(names=["a", "b", "c"])})
-    ds = datasets.Dataset.from_dict({"video": [{"path": None, "bytes": encode_video(r["video"])} for r in rows],
-                                     "sensitive_mask": [r["sensitive_mask"] for r in rows],
-                                     "label": [r["label"] for r in rows]}, features=features)
+    ds = _anonymized_dataset(make_rows(4, mask="random"), withheld=["no_person"])
     datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "ds"))
     out = tmp_path / "model"
     base = ["train", str(tmp_path / "ds"), str(out), "--private-batch-size", "2", "--epochs", "1",
@@ -256,6 +291,8 @@ def test_train_command_saves_and_pushes_privately(hub, tmp_path, monkeypatch, ca
     assert "needs --target-epsilon or --noise-multiplier" in capsys.readouterr().err
     monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
     assert main([*base, "--noise-multiplier", "1.0", "--eval-split", "test", "--push-to-hub", "alice/cli-maskdp"]) == 0
+    assert "train: skipping 1 of 5 clips withheld by the anonymizer" in capsys.readouterr().out
     record = json.loads((out / "maskdp_privacy.json").read_text())
     assert record["steps"] == 2 and record["epsilon"] == compute_epsilon(0.5, 1.0, steps=2, delta=1e-5)
+    assert record["dataset_size"] == 4
     assert (out / "README.md").is_file() and hub.repo("alice/cli-maskdp").private

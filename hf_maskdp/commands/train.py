@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden-size", type=int, default=192)
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is available")
     parser.add_argument("--push-to-hub", metavar="REPO", default=None)
     parser.add_argument("--public", action="store_true", help="make the pushed repo public (default: private)")
 
@@ -60,6 +61,19 @@ def load_split(source: str, split: str):
             return loaded[split]
         return loaded
     return datasets.load_dataset(source, split=split)
+
+
+def published_rows(dataset, split: str):
+    """The split without the clips the anonymizer withheld (no video: they may still show a real
+    person), with the count printed. The privacy record then counts the rows trained on."""
+    from ..training.trainer import withheld_rows
+
+    withheld = len(withheld_rows(dataset))
+    if not withheld:
+        return dataset
+    print(f"{split}: skipping {withheld} of {len(dataset)} clips withheld by the anonymizer (no video); "
+          f"using the other {len(dataset) - withheld}")
+    return dataset.filter(lambda video: video is not None, input_columns="video")
 
 
 def build_model(args, dataset):
@@ -85,14 +99,16 @@ def build_model(args, dataset):
 def run(args) -> int:
     import os
 
+    import torch
+
     from ..training.collator import VideoClipCollator
     from ..training.config import DEFAULT_PUBLIC_VIEW, MaskDPConfig
     from ..training.trainer import MaskDPTrainer
 
     if args.privacy_mode in ("maskdp", "dpsgd") and args.target_epsilon is None and args.noise_multiplier is None:
         raise ValueError(f"--privacy-mode {args.privacy_mode} needs --target-epsilon or --noise-multiplier")
-    train = load_split(args.dataset, args.split)
-    evaluation = load_split(args.dataset, args.eval_split) if args.eval_split else None
+    train = published_rows(load_split(args.dataset, args.split), args.split)
+    evaluation = published_rows(load_split(args.dataset, args.eval_split), args.eval_split) if args.eval_split else None
     model = build_model(args, train)
     private = args.privacy_mode in ("maskdp", "dpsgd")
     config = MaskDPConfig(
@@ -104,7 +120,7 @@ def run(args) -> int:
         per_device_eval_batch_size=args.micro_batch_size, public_view=args.public_view or DEFAULT_PUBLIC_VIEW,
         stop_at_epsilon=args.stop_at_epsilon, num_train_epochs=args.epochs, max_steps=args.max_steps,
         learning_rate=args.learning_rate, save_strategy="no", eval_strategy="epoch" if evaluation else "no",
-        logging_steps=1, report_to="none", use_cpu=True)
+        logging_steps=1, report_to="none", use_cpu=args.cpu or not torch.cuda.is_available())
     collator = VideoClipCollator(num_frames=model.config.num_frames, image_size=model.config.image_size)
     trainer = MaskDPTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
                             data_collator=collator)
@@ -117,6 +133,6 @@ def run(args) -> int:
         url = push_private_model(args.output_dir, args.push_to_hub, private=not args.public)
         print(f"pushed to {url} ({'public' if args.public else 'private'})")
     eps, delta = trainer.privacy_spent()
-    print(f"trained {trainer.state.global_step} steps ({args.privacy_mode}): epsilon={eps:.4g}, delta={delta:g}; "
-          f"saved to {args.output_dir}")
+    print(f"trained {trainer.state.global_step} steps ({args.privacy_mode}) on {trainer.args.device}: "
+          f"epsilon={eps:.4g}, delta={delta:g}; saved to {args.output_dir}")
     return 0

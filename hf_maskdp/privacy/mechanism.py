@@ -4,12 +4,15 @@
 
 - `attach_per_sample_grads`: opacus hooks (measured correct on every VideoMAE layer) that fill
   `p.grad_sample` during a backward of a *sum*-reduced loss.
+- `per_sample_backward`: the private backward; fills `p.grad_sample`, skips the batched grads.
 - `accumulate_clipped`: clip each example's whole-model gradient to norm C and add it to a sum.
 - `privatize`: sum over processes, Gaussian noise added once in total (by rank 0), divide by
   the *expected* batch size q N (never the realized one, which would depend on the sample).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -40,6 +43,30 @@ def attach_per_sample_grads(model: nn.Module):
     return hooks
 
 
+def backward_targets(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters `per_sample_backward` asks autograd for: each layer's cheap ones (biases,
+    norm scales), or all of its own when it has none, so the gradient reaches every layer."""
+    targets = []
+    for module in model.modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        targets += [p for p in own if p.dim() <= 1] or own
+    return targets
+
+
+def per_sample_backward(loss: torch.Tensor, targets: list[nn.Parameter]) -> None:
+    """Backward of the private branch: fills `p.grad_sample` (the hooks), leaves `p.grad` alone.
+
+    Asking autograd only for `backward_targets` (not the weight matrices) still runs every
+    layer's backward, so every hook fires, but skips the batched weight gradients that the hooks
+    recompute per example anyway (measured on VideoMAE: 1.55x -> 1.13x a plain backward). Asking
+    for the input pixels instead would add a costly Conv3d input gradient.
+    """
+    with warnings.catch_warnings():
+        # opacus' full backward hooks warn when the input (pixels) needs no grad: expected here.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        torch.autograd.grad(loss, targets, allow_unused=True)
+
+
 def accumulate_clipped(params: list[nn.Parameter], clip_norm: float, total: list[torch.Tensor]) -> int:
     """Add `sum_i g_i * min(1, C / ||g_i||)` from `p.grad_sample` into `total`; clear the grads.
 
@@ -52,9 +79,9 @@ def accumulate_clipped(params: list[nn.Parameter], clip_norm: float, total: list
         raise RuntimeError(f"no per-sample gradient for {len(missing)} trainable parameters: every "
                            "trainable parameter must take part in the forward pass")
     batch = samples[0].shape[0]
-    squared = torch.zeros(batch, dtype=torch.float64, device=samples[0].device)
-    for s in samples:
-        squared += s.reshape(batch, -1).double().pow(2).sum(dim=1)
+    rows = [s.reshape(batch, -1) for s in samples]
+    # Norms accumulate in float64 (no overflow, no rounding past C) without a float64 copy of the grads.
+    squared = torch.stack([torch.linalg.vector_norm(r, dim=1, dtype=torch.float64) for r in rows]).pow(2).sum(dim=0)
     norms = squared.sqrt()
     if not torch.isfinite(norms).all():
         raise FloatingPointError(
@@ -62,29 +89,29 @@ def accumulate_clipped(params: list[nn.Parameter], clip_norm: float, total: list
             "(the update was not applied, so it cannot leak a non-finite value)"
         )
     factor = (clip_norm / (norms + 1e-6)).clamp(max=1.0)
-    for p, s, t in zip(params, samples, total):
-        t += torch.einsum("b,b...->...", factor.to(s.dtype), s)
+    for p, r, t in zip(params, rows, total):
+        t.view(-1).addmv_(r.T, factor.to(r.dtype))  # sum_i factor_i g_i as one matrix-vector product
         p.grad_sample = None
         p.grad = None
     return batch
 
 
 def privatize(
-    total: list[torch.Tensor],
+    total: torch.Tensor,
     noise_multiplier: float,
     clip_norm: float,
     expected_batch_size: float,
     generator: torch.Generator,
     add_noise: bool,
-) -> list[torch.Tensor]:
-    """All-reduce the clipped sums over processes with N(0, (sigma C)^2) added exactly once, then
-    divide by `expected_batch_size` (q N, the whole dataset's). `add_noise` must be true on
-    exactly one rank (rank 0); with one process it is simply true."""
-    flat = torch.cat([t.reshape(-1) for t in total])
+) -> torch.Tensor:
+    """All-reduce the flat clipped sum over processes with N(0, (sigma C)^2) added exactly once,
+    then divide by `expected_batch_size` (q N, the whole dataset's). In place; returns `total`.
+    `add_noise` must be true on exactly one rank (rank 0); with one process it is simply true."""
     if add_noise and noise_multiplier > 0:
-        noise = torch.normal(0.0, noise_multiplier * clip_norm, size=flat.shape, generator=generator)
-        flat += noise.to(flat.device, flat.dtype)
+        noise = torch.normal(0.0, noise_multiplier * clip_norm, size=total.shape, generator=generator,
+                             device=generator.device)
+        total += noise.to(total.device, total.dtype)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= expected_batch_size
-    return [chunk.view_as(t) for chunk, t in zip(torch.split(flat, [t.numel() for t in total]), total)]
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    total /= expected_batch_size
+    return total

@@ -21,17 +21,18 @@ from collections.abc import Iterator, Sequence
 import torch
 
 
-def make_generator(seed: int | None, stream: str, rank: int = 0) -> torch.Generator:
-    """A CPU generator for one random stream (`"private"`, `"public"`, `"noise"`) of one rank.
+def make_generator(seed: int | None, stream: str, rank: int = 0, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator for one random stream (`"private"`, `"public"`, `"noise"`) of one rank.
 
     With a `seed`, each (stream, rank) gets its own derived seed, so streams never share draws.
+    `device` puts it where its draws are used (the noise on the GPU: no host-side draw and copy).
     """
     if seed is None:
         derived = secrets.randbits(63)
     else:
         digest = hashlib.sha256(f"{seed}/{stream}/{rank}".encode()).digest()
         derived = int.from_bytes(digest[:8], "little") >> 1
-    return torch.Generator().manual_seed(derived)
+    return torch.Generator(device=device).manual_seed(derived)
 
 
 class PoissonBatchSampler:

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import warnings
+from collections import Counter
 from itertools import repeat
 
 import torch
@@ -68,6 +69,7 @@ class MaskDPTrainer(Trainer):
         if args.is_private:
             mechanism.check_model_supported(self.model)
             self._per_sample = mechanism.attach_per_sample_grads(self.model)
+            self._backward_targets = mechanism.backward_targets(self.model)
         self.sample_rate: float | None = None  # q, set when the train loader is built
         self.noise_multiplier: float | None = args.noise_multiplier
         self._private_records = 0
@@ -123,7 +125,7 @@ class MaskDPTrainer(Trainer):
         if dataset is None:
             raise ValueError("MaskDPTrainer needs a train_dataset")
         num_records, rank, world = len(dataset), args.process_index, args.world_size
-        self._check_first_row(dataset)
+        self._check_dataset(dataset)
 
         if args.privacy_mode == "maskdp":
             private = self._records_with_sensitive_content(dataset)
@@ -170,7 +172,7 @@ class MaskDPTrainer(Trainer):
             public_sampler = ShuffledBatchSampler(shard(num_records, rank, world),
                                                   math.ceil(args.public_batch_size / world), steps_per_epoch,
                                                   make_generator(args.dp_seed, "public", rank))
-        self._noise_generator = make_generator(args.dp_seed, "noise", rank)
+        self._noise_generator = make_generator(args.dp_seed, "noise", rank, device=args.device)
         return _StepLoader(dataset, private_sampler, public_sampler, steps_per_epoch)
 
     def _rows(self, indices: list[int]) -> list[dict]:
@@ -197,10 +199,20 @@ class MaskDPTrainer(Trainer):
 
         return [i for i, value in enumerate(self._mask_values(dataset)) if decode_mask(value).any()]
 
-    def _check_first_row(self, dataset):
-        """Fail before training on rows the collator cannot read (missing columns, mask shape)."""
+    def _check_dataset(self, dataset):
+        """Fail before training on rows the collator cannot read (withheld clips, missing columns,
+        a mask whose shape does not match its clip)."""
         if len(dataset) == 0:
             raise ValueError("the train dataset is empty")
+        column = getattr(self.data_collator, "video_column", "video")
+        withheld = withheld_rows(dataset, column)
+        if withheld:
+            raise ValueError(
+                f"{len(withheld)} of {len(dataset)} rows have no video: the anonymizer withheld them because they "
+                f"may still show a real person{_status_counts(dataset, withheld)}. Train on the published rows: "
+                f"`train_dataset = train_dataset.filter(lambda video: video is not None, input_columns={column!r})` "
+                "(`hf-maskdp train` does this and prints the count)"
+            )
         if self.args.privacy_mode == "maskdp":
             self._mask_values(dataset)
         rows = self._rows([0])
@@ -227,17 +239,19 @@ class MaskDPTrainer(Trainer):
         self.model.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
         cfg = self.args
-        parts, loss = [], torch.tensor(0.0, device=cfg.device)
+        update, loss = None, torch.tensor(0.0, device=cfg.device)
         if cfg.privacy_mode == "none":
-            grads, loss = self._mean_gradient(inputs["private"], params, public=False)
-            parts.append((1.0, grads))
+            update, loss = self._mean_gradient(inputs["private"], params, public=False)
         if cfg.is_private and self._private_records:
-            parts.append((cfg.private_grad_weight, self._private_gradient(inputs["private"], params)))
+            update = self._private_gradient(inputs["private"], params).mul_(cfg.private_grad_weight)
         if cfg.uses_public_branch:
-            grads, loss = self._mean_gradient(inputs["public"], params, public=True)
-            parts.append((cfg.public_grad_weight, grads))
-        for i, p in enumerate(params):
-            p.grad = sum((weight * grads[i] for weight, grads in parts), torch.zeros_like(p)).detach()
+            public, loss = self._mean_gradient(inputs["public"], params, public=True)
+            update = public.mul_(cfg.public_grad_weight) if update is None else update.add_(
+                public, alpha=cfg.public_grad_weight)
+        if update is None:
+            update = torch.zeros(sum(p.numel() for p in params), device=cfg.device)
+        for p, g in zip(params, update.split([p.numel() for p in params])):
+            p.grad = g.view_as(p)
         return loss
 
     def _micro_batches(self, indices: list[int]):
@@ -246,21 +260,21 @@ class MaskDPTrainer(Trainer):
             yield self._rows(indices[start : start + size])
 
     def _loss_sum(self, pixel_values, labels, bool_masked_pos=None):
-        kwargs = {} if bool_masked_pos is None else {"bool_masked_pos": bool_masked_pos}
+        kwargs = {} if bool_masked_pos is None else {"bool_masked_pos": bool_masked_pos.to(self.args.device)}
         logits = self.model(pixel_values=pixel_values.to(self.args.device), **kwargs).logits
         return F.cross_entropy(logits, labels.to(self.args.device), reduction="sum")
 
-    def _private_gradient(self, indices: list[int], params) -> list[torch.Tensor]:
-        """G_priv: clipped per-example gradients on full clips, noise once, / (q N)."""
-        total = [torch.zeros_like(p) for p in params]
+    def _private_gradient(self, indices: list[int], params) -> torch.Tensor:
+        """G_priv, flat: clipped per-example gradients on full clips, noise once, / (q N)."""
+        total = torch.zeros(sum(p.numel() for p in params), device=self.args.device)
+        views = [t.view_as(p) for t, p in zip(total.split([p.numel() for p in params]), params)]
         self._per_sample.enable_hooks()
         try:
             for rows in self._micro_batches(indices):
                 batch = self.data_collator(rows)
-                for p in params:
-                    p.grad = None
-                _backward(self._loss_sum(batch["pixel_values"], batch["labels"]))
-                mechanism.accumulate_clipped(params, self.args.per_sample_clip_norm, total)
+                loss = self._loss_sum(batch["pixel_values"], batch["labels"])
+                mechanism.per_sample_backward(loss, self._backward_targets)
+                mechanism.accumulate_clipped(params, self.args.per_sample_clip_norm, views)
         finally:
             self._per_sample.disable_hooks()
         return mechanism.privatize(
@@ -268,8 +282,8 @@ class MaskDPTrainer(Trainer):
             expected_batch_size=self.args.private_batch_size, generator=self._noise_generator,
             add_noise=self.args.process_index == 0)
 
-    def _mean_gradient(self, indices: list[int], params, public: bool):
-        """Mean loss gradient over the batch (all processes); public views if `public`."""
+    def _mean_gradient(self, indices: list[int], params, public: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat mean loss gradient over the batch (all processes), and the mean loss; public views if `public`."""
         for p in params:
             p.grad = None
         count, loss_sum = 0, torch.zeros((), device=self.args.device)
@@ -285,11 +299,12 @@ class MaskDPTrainer(Trainer):
                 count += n
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
                          + [loss_sum.reshape(1), torch.tensor([float(count)], device=loss_sum.device)])
+        for p in params:
+            p.grad = None  # the raw gradient stays in `flat` only
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat = flat / max(flat[-1].item(), 1.0)  # no usable clip anywhere: a zero gradient
-        grads = [g.view_as(p) for g, p in zip(torch.split(flat[:-2], [p.numel() for p in params]), params)]
-        return grads, flat[-2].detach()
+        flat /= max(flat[-1].item(), 1.0)  # no usable clip anywhere: a zero gradient
+        return flat[:-2], flat[-2].detach()
 
     def _public_loss_sum(self, batch):
         """Summed loss of the public views; clips with nothing public are skipped (MASKDP.md)."""
@@ -357,6 +372,26 @@ class MaskDPTrainer(Trainer):
         write_model_card(self.args.output_dir, self.privacy_record(), model_name=kwargs.get("model_name"),
                          dataset_info={"name": dataset} if isinstance(dataset, str) else None,
                          eval_results=evals or None)
+
+
+def withheld_rows(dataset, video_column: str = "video") -> list[int]:
+    """Indices of the rows without a video: clips the anonymizer withheld (status "no_person",
+    "partial: ...", "error: ..."), which may still show a real person and cannot be trained on."""
+    if hasattr(dataset, "column_names"):  # a datasets.Dataset
+        if video_column not in dataset.column_names:
+            return []  # the collator names the missing column
+        missing = dataset.with_format("arrow")[video_column].is_null().to_pylist()  # reads no video bytes
+    else:
+        rows = (dataset[i] for i in range(len(dataset)))
+        missing = [video_column in row and row[video_column] is None for row in rows]
+    return [i for i, m in enumerate(missing) if m]
+
+
+def _status_counts(dataset, indices: list[int]) -> str:
+    if "anonymization" not in getattr(dataset, "column_names", ()):
+        return ""
+    statuses = Counter(str(dataset[i]["anonymization"]).split(":")[0] for i in indices)
+    return " (" + ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items())) + ")"
 
 
 def _backward(loss: torch.Tensor) -> None:
