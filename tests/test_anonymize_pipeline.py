@@ -179,6 +179,30 @@ def test_public_pixels_are_computed_from_public_inputs_only(astronaut_result):
     assert (a.frames[~public] != b.frames[~public]).any()
 
 
+def test_smplh_body_on_given_poses(astronaut_result, tmp_path):
+    """body_model="smplh" with a synthetic SMPL-H file (the real one is licensed): the same contract."""
+    from test_smplh import write_synthetic_smplh
+
+    frames, tracks, _ = astronaut_result
+    pose = given_poses(tracks, 3)[0]
+    del pose["person_mask"]  # the synthetic body is a stick figure: no coverage check against the spacesuit
+    model_path = str(write_synthetic_smplh(tmp_path / "SMPLH_NEUTRAL.npz"))
+    smplh = AvatarAnonymizer(pose_source="given", body_model="smplh", smplh_model_path=model_path)
+    a = smplh.anonymize_clip(frames[:3], {"pose": pose})
+    b = smplh.anonymize_clip(pan_zoom(skimage_data.chelsea(), 3, frames.shape[1]), {"pose": pose})
+    mannequin = AvatarAnonymizer(pose_source="given").anonymize_clip(frames[:3], {"pose": pose})
+    assert a.status == b.status == mannequin.status == "ok"
+    public = ~a.sensitive_mask
+    assert public.any(axis=(1, 2)).all() and not (public & ~a.avatar_mask).any()
+    np.testing.assert_array_equal(a.sensitive_mask, b.sensitive_mask)
+    np.testing.assert_array_equal(a.frames[public], b.frames[public])  # public pixels: from public inputs only
+    assert (a.avatar_mask != mannequin.avatar_mask).mean() > 0.01  # another body than the mannequin
+    with pytest.raises(FileNotFoundError, match="mano.is.tue.mpg.de"):
+        AnonymizerConfig(body_model="smplh", smplh_model_path=str(tmp_path / "missing.npz"))
+    with pytest.raises(ValueError, match="only read with body_model='smplh'"):
+        AnonymizerConfig(smplh_model_path=model_path)
+
+
 # ----------------------------------------------------------------------------- two people
 
 
@@ -384,7 +408,13 @@ def test_cli_anonymizes_a_video_folder_and_pushes_privately(hub, tmp_path, astro
     assert "(private)" in done.stdout and hub.repo("alice/anonymized-cli", "dataset").private
 
 
-def test_cli_bad_input_is_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "hf_maskdp.cli", "anonymize", str(tmp_path / "x.mp4"), str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+@pytest.mark.parametrize("options, problem", [
+    ((), "does not exist"),
+    (("--body-model", "smplh", "--smplh-model-path", "missing.npz"), "Download the SMPL-H model files from https://mano"),
+    (("--refiner-context", "real"), "--refiner-context and --refiner-options need --refiner ID"),
+], ids=["input", "smplh-file", "refiner"])  # fmt: skip
+def test_cli_bad_input_is_one_line(tmp_path, options, problem):
+    command = [sys.executable, "-m", "hf_maskdp.cli", "anonymize", str(tmp_path / "x.mp4"), str(tmp_path / "o"), *options]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
+    assert problem in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -1,16 +1,30 @@
-"""Diffusion refinement with tiny random-weight pipelines saved to disk and loaded by from_pretrained(path)."""
+"""Diffusion refinement with tiny random-weight pipelines saved to disk and loaded by from_pretrained(path),
+alone and inside AvatarAnonymizer (one tiny pipeline shared by every test of this file)."""
 
 import numpy as np
 import pytest
 
 from hf_maskdp.anonymize.body import Appearance
 from hf_maskdp.anonymize.composite import composite
+from hf_maskdp.anonymize.pipeline import AnonymizerConfig, AvatarAnonymizer
 from hf_maskdp.anonymize.refine import Refiner, RefinerConfig, describe
 from hf_maskdp.anonymize.render import Camera, Mesh, MeshRenderer
 
 pytest.importorskip("diffusers")
 WIDTH, HEIGHT = 48, 40
 TINY = dict(resolution=32, num_inference_steps=2, strength=0.5, guidance_scale=2.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine torch's threads
+    oversubscribe it: one refine call measured 0.06 s with 1 thread, 0.7-1.5 s with 2."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_tokenizer():
@@ -143,3 +157,119 @@ def test_bad_config_names_the_problem():
         RefinerConfig(model_id="x", resolution=30)
     with pytest.raises(ValueError, match="strength"):
         RefinerConfig(model_id="x", strength=0.0)
+
+
+# ----------------------------------------------------------------------------- inside AvatarAnonymizer
+
+
+@pytest.fixture(scope="module")
+def astronaut_pose():
+    """Three frames of the astronaut photo (a real person) and MediaPipe's pose of her: a public pose column."""
+    pytest.importorskip("mediapipe")
+    cv2 = pytest.importorskip("cv2")
+    skimage_data = pytest.importorskip("skimage.data")
+    frames = np.stack([cv2.resize(skimage_data.astronaut()[10:450, 4 * t : 440 + 4 * t], (128, 128), interpolation=cv2.INTER_AREA)
+                       for t in range(3)])  # fmt: skip
+    (track,) = AvatarAnonymizer()._pose_source()(frames)
+    pose = {"keypoints_2d": track.keypoints_2d, "keypoints_3d": track.keypoints_3d, "visibility": track.visibility}
+    other = np.stack([cv2.resize(skimage_data.chelsea()[:, 20 + 4 * t : 320 + 4 * t], (128, 128)) for t in range(3)])  # a cat
+    return frames, other, pose
+
+
+def anonymize(frames, pose, **options):
+    return AvatarAnonymizer(pose_source="given", seed=3, **options).anonymize_clip(frames, {"pose": pose})
+
+
+def test_pipeline_render_refiner_keeps_the_mask_and_reads_no_real_pixel(model_dirs, astronaut_pose):
+    frames, other, pose = astronaut_pose
+    plain = anonymize(frames, pose)
+    refine = dict(refiner=str(model_dirs[0]), refiner_options=TINY)
+    a, b = anonymize(frames, pose, **refine), anonymize(other, pose, **refine)  # same poses, different real pixels
+    assert plain.status == a.status == b.status == "ok"
+    assert plain.refiner is None and a.refiner == f"{model_dirs[0]} (context=render)"
+    np.testing.assert_array_equal(a.sensitive_mask, plain.sensitive_mask)  # the mask is the unrefined one
+    np.testing.assert_array_equal(b.sensitive_mask, plain.sensitive_mask)
+    public = ~a.sensitive_mask
+    assert public.mean() > 0.05
+    np.testing.assert_array_equal(a.frames[public], b.frames[public])  # bit-identical whatever the real frames
+    assert (a.frames[public] != plain.frames[public]).any(axis=-1).mean() > 0.5  # and really redrawn
+    assert (a.frames[~public] != b.frames[~public]).any()  # (the real pixels did differ)
+
+
+def test_pipeline_real_context_marks_every_avatar_pixel_sensitive(model_dirs, astronaut_pose):
+    frames, other, pose = astronaut_pose
+    with pytest.warns(UserWarning, match="reads real pixels"):
+        config = AnonymizerConfig(pose_source="given", seed=3, refiner=str(model_dirs[0]), refiner_options=dict(TINY, context="real"))
+    anonymizer = AvatarAnonymizer(config)
+    a, b = anonymizer.anonymize_clip(frames, {"pose": pose}), anonymizer.anonymize_clip(other, {"pose": pose})
+    assert a.status == "ok" and a.refiner.endswith("(context=real)")
+    assert a.avatar_mask.mean() > 0.05 and a.sensitive_mask.all()  # no public pixel left
+    assert (a.frames[a.avatar_mask] != b.frames[a.avatar_mask]).any()  # the refiner did read the real frames
+    row = anonymizer({"video": frames, "pose": pose})
+    from hf_maskdp.video import decode_mask
+
+    assert decode_mask(row["sensitive_mask"]).all()
+
+
+class RecordingRefiner(Refiner):
+    """The real refiner, noting which people each call's meshes belong to (by seed)."""
+
+    calls: list
+
+    def refine(self, render, appearances, seeds, frame=None):
+        self.calls.append((sorted(np.unique(render.person_index[render.coverage > 0]).tolist()), list(seeds), appearances))
+        return super().refine(render, appearances, seeds, frame=frame)
+
+
+def test_pipeline_gives_each_mesh_its_own_persons_look_and_seed(model_dirs, astronaut_pose):
+    """Two people; person 0 is lost in frame 1, so there mesh 0 is person 1."""
+    frames, _, pose = astronaut_pose
+    pair = np.concatenate([frames, frames], axis=2)
+    right = {key: value.copy() for key, value in pose.items()}
+    right["keypoints_2d"][..., 0] += 128
+    left = {key: value.copy() for key, value in pose.items()}
+    left["keypoints_2d"][1] = np.nan
+    anonymizer = AvatarAnonymizer(pose_source="given", max_gap=0, refiner=str(model_dirs[0]), refiner_options=TINY)
+    anonymizer._refine = RecordingRefiner(anonymizer.config.refiner_config())
+    anonymizer._refine.calls = []
+    result = anonymizer.anonymize_clip(pair, {"pose": [left, right]})
+    assert result.status.startswith("partial: 1 of 3 frames")  # (withheld: a person without a pose)
+    identities = result.identities
+    assert [seeds for _, seeds, _ in anonymizer._refine.calls] == [identities, [identities[1]], identities]
+    assert [meshes for meshes, _, _ in anonymizer._refine.calls] == [[0, 1], [0], [0, 1]]
+    looks = [Appearance.sample(np.random.default_rng(identity)) for identity in identities]
+    assert anonymizer._refine.calls[1][2] == [looks[1]]
+
+
+def test_pipeline_refiner_options_are_checked(model_dirs, tmp_path):
+    with pytest.raises(ValueError, match="without refiner="):
+        AnonymizerConfig(refiner_options={"context": "real"})
+    with pytest.raises(ValueError, match=r"unknown \['strenght'\]; choose from .*'strength'"):
+        AnonymizerConfig(refiner="x", refiner_options={"strenght": 0.3})
+    with pytest.raises(ValueError, match="context='pixels'"):
+        AnonymizerConfig(refiner="x", refiner_options='{"context": "pixels"}')  # JSON, as from a command line
+    anonymizer = AvatarAnonymizer(refiner=str(tmp_path / "no-such-model"))
+    with pytest.raises(FileNotFoundError, match="no-such-model' is not a diffusers pipeline"):  # stops the run, not a clip status
+        anonymizer.anonymize_clip(np.zeros((1, 32, 32, 3), np.uint8))
+
+
+def test_cli_smplh_body_and_refiner_in_real_context(model_dirs, astronaut_pose, tmp_path, capsys):
+    import json
+
+    import datasets
+    from test_smplh import write_synthetic_smplh
+
+    from hf_maskdp.cli import main
+    from hf_maskdp.video import decode_mask, encode_video
+
+    frames, _, _ = astronaut_pose
+    (tmp_path / "in" / "wave").mkdir(parents=True)
+    (tmp_path / "in" / "wave" / "clip.mp4").write_bytes(encode_video(frames))
+    smplh = write_synthetic_smplh(tmp_path / "SMPLH_NEUTRAL.npz")
+    with pytest.warns(UserWarning, match="reads real pixels"):
+        code = main(["anonymize", str(tmp_path / "in"), str(tmp_path / "out"), "--body-model", "smplh",
+                     "--smplh-model-path", str(smplh), "--refiner", str(model_dirs[0]), "--refiner-context", "real",
+                     "--refiner-options", json.dumps(TINY)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (row,) = datasets.load_from_disk(str(tmp_path / "out"))["train"]
+    assert row["anonymization"] == "ok" and decode_mask(row["sensitive_mask"]).all()  # real context: nothing public

@@ -1,7 +1,8 @@
 """`AvatarAnonymizer`: replace every person in a clip by a rendered avatar, as a `datasets` map function.
 
     decode -> pose (every person) -> link people over frames, fill gaps, smooth -> fit body + camera
-    (camera smoothed over time) -> render all people together -> check fit -> inpaint -> composite -> encode
+    (camera smoothed over time) -> render all people together -> check fit -> inpaint
+    -> [refine, optional] -> composite -> encode
 
 Output columns: `video` (lossless mp4, `{"path", "bytes"}`), `sensitive_mask` and `avatar_mask`
 (`hf_maskdp.video.encode_mask`), `anonymization` (status) and `num_people`; the input's other
@@ -14,12 +15,19 @@ avatar does not cover them, undecodable input) is never published as anonymized.
 (default) writes `video=None` and empty masks with a status saying why; "keep" keeps the
 processed clip with an all-sensitive mask (a valid MaskDP record: nothing public);
 "raise" stops the map at the first such clip.
+
+Refinement (`refiner="<diffusers model id or path>"`, see `refine.py`) redraws the avatars with a
+diffusion model. With `refiner_options={"context": "render"}` (default) it reads public inputs
+only and the mask is unchanged; with `"real"` it reads real pixels, so every avatar pixel it
+touches is marked sensitive (`sensitive |= refiner.sensitive_pixels(render)`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import warnings
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -61,6 +69,9 @@ class AnonymizerConfig:
     max_resolution: int | None = 1920  # longest side accepted (a 4K clip is refused unless downscale)
     downscale: bool = False  # shrink larger clips to max_resolution instead of refusing them
     fps: float | None = None  # output frame rate; default the input's (25 for frame arrays)
+    smplh_model_path: str | None = None  # body_model="smplh": the user's SMPL-H .npz (or SMPLH_MODEL_PATH)
+    refiner: str | None = None  # a diffusers img2img model id or path; None = no refinement
+    refiner_options: dict | str | None = field(default_factory=dict)  # RefinerConfig fields (a JSON string is fine)
 
     def __post_init__(self):
         from hf_maskdp.anonymize.body import BODY_MODELS
@@ -81,6 +92,49 @@ class AnonymizerConfig:
             raise ValueError(f"min_fit_coverage={self.min_fit_coverage}: a fraction in [0, 1]")
         if self.max_resolution is not None and self.max_resolution < 16:
             raise ValueError(f"max_resolution={self.max_resolution} is too small; use >= 16 or None")
+        self._check_smplh()
+        self._check_refiner()
+
+    def _check_smplh(self) -> None:
+        """Fail here, not on every clip, when the SMPL-H files are missing or malformed."""
+        if self.body_model != "smplh":
+            if self.smplh_model_path is not None:
+                raise ValueError(f"smplh_model_path is only read with body_model='smplh' (got {self.body_model!r})")
+            return
+        from hf_maskdp.anonymize.smplh import check_model_file, resolve_model_path
+
+        check_model_file(resolve_model_path(self.smplh_model_path))
+
+    def _check_refiner(self) -> None:
+        from hf_maskdp.anonymize.refine import RefinerConfig
+
+        if isinstance(self.refiner_options, str):  # from a command line
+            try:
+                self.refiner_options = json.loads(self.refiner_options)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"refiner_options={self.refiner_options!r} is not JSON ({error})") from error
+        options = self.refiner_options or {}
+        if not isinstance(options, dict):
+            raise ValueError(f"refiner_options={options!r}: pass a dict of RefinerConfig fields")
+        if self.refiner is None:
+            if options:
+                raise ValueError(f"refiner_options={options} given without refiner=<diffusers model id or path>")
+            return
+        fields = sorted(set(RefinerConfig.__dataclass_fields__) - {"model_id"})
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise ValueError(f"refiner_options: unknown {unknown}; choose from {fields}")
+        config = RefinerConfig(model_id=self.refiner, **options)  # validates the values
+        if config.context == "real":
+            warnings.warn("refiner context='real' reads real pixels: every refined avatar pixel is marked "
+                          "sensitive, so the clips keep no public pixels", stacklevel=3)  # fmt: skip
+        self.refiner_options = dict(options)
+
+    def refiner_config(self):
+        """The `RefinerConfig` of this run, or None without a refiner."""
+        from hf_maskdp.anonymize.refine import RefinerConfig
+
+        return None if self.refiner is None else RefinerConfig(model_id=self.refiner, **self.refiner_options)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +152,7 @@ class AnonymizedClip:
     identities: list = field(default_factory=list)  # each person's avatar seed
     fps: float = 25.0
     timings: dict = field(default_factory=dict)  # seconds per stage
+    refiner: str | None = None  # the refiner that redrew the avatars ("model (context=...)"), if any
 
     @property
     def ok(self) -> bool:
@@ -117,11 +172,11 @@ class AvatarAnonymizer:
         elif overrides:
             config = AnonymizerConfig(**{**config.to_dict(), **overrides})
         self.config = config
-        self._pose = self._inpaint = None
+        self._pose = self._inpaint = self._refine = None
         self._renderers: dict = {}
 
     def __getstate__(self):  # models are per process: never pickled, rebuilt lazily
-        return {"config": self.config, "_pose": None, "_inpaint": None, "_renderers": {}}
+        return {"config": self.config, "_pose": None, "_inpaint": None, "_refine": None, "_renderers": {}}
 
     def __repr__(self):
         return f"AvatarAnonymizer({self.config!r})"
@@ -181,12 +236,14 @@ class AvatarAnonymizer:
 
     def anonymize_clip(self, video: Any, row: dict | None = None) -> AnonymizedClip:
         """Anonymize one clip; bad input never raises here (the status says what happened)."""
+        self._refiner()  # a wrong refiner id or path is the run's error, not every clip's
         try:
             return self._anonymize(video, row or {})
         except (ValueError, OSError) as err:
             return AnonymizedClip(status=f"error: {_clip_name(video)}: {err}")
 
     def _anonymize(self, video: Any, row: dict) -> AnonymizedClip:
+        from hf_maskdp.anonymize.body import Appearance
         from hf_maskdp.anonymize.composite import composite
         from hf_maskdp.anonymize.fit import default_intrinsics
         from hf_maskdp.anonymize.tracking import fill_gaps, identity_seed, smooth
@@ -206,20 +263,30 @@ class AvatarAnonymizer:
             return AnonymizedClip(STATUS_NO_PERSON, frames, avatar_mask=np.zeros(shape, bool), fps=fps, timings=dict(timings))
         K = default_intrinsics(shape[2], shape[1], cfg.focal_length)
         identities = [identity_seed(cfg.seed, i, track) for i, track in enumerate(tracks)]
+        appearances = [Appearance.sample(np.random.default_rng(identity)) for identity in identities]
         with _timed(timings, "fit"):
-            meshes, fitted = self._fit_people(tracks, identities, K, shape)
+            meshes, people, fitted = self._fit_people(tracks, appearances, K, shape)
         with _timed(timings, "render"):
             renders = self._render(meshes, K, shape)
         with _timed(timings, "inpaint"):
             background = self._inpainter()(frames, self._person_region(shape, tracks))
+        refiner = self._refiner()
+        if refiner is not None:
+            with _timed(timings, "refine"):  # mesh i of frame t is person people[t][i]
+                renders = [None if render is None else refiner.refine(render, [appearances[p] for p in people[t]],
+                                                                      [identities[p] for p in people[t]], frame=background[t])
+                           for t, render in enumerate(renders)]  # fmt: skip
         with _timed(timings, "composite"):
             output, sensitive, avatar = frames.copy(), np.ones(shape, bool), np.zeros(shape, bool)
             for t, render in enumerate(renders):
                 if render is not None:
                     output[t], sensitive[t], avatar[t] = composite(background[t], render)
+                    if refiner is not None:  # "real" context: refined pixels carry real pixels
+                        sensitive[t] |= refiner.sensitive_pixels(render)
 
         status = _status(tracks, fitted, avatar, cfg.min_fit_coverage)
-        return AnonymizedClip(status, output, sensitive, avatar, len(tracks), identities, fps, dict(timings))
+        refined_by = None if refiner is None else f"{cfg.refiner} (context={refiner.config.context})"
+        return AnonymizedClip(status, output, sensitive, avatar, len(tracks), identities, fps, dict(timings), refined_by)
 
     def _frames(self, video: Any) -> np.ndarray:
         import cv2
@@ -238,18 +305,20 @@ class AvatarAnonymizer:
             frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
         return frames
 
-    def _fit_people(self, tracks, identities, K, shape) -> tuple[list[list], list[np.ndarray]]:
-        """Per frame, each tracked person's posed avatar in camera coordinates (one seeded look per
-        person), and per person the (T,) bool frames where the fit succeeded. Each person's camera
-        (PnP) is smoothed over time so the avatar does not jitter."""
+    def _fit_people(self, tracks, appearances, K, shape) -> tuple[list[list], list[list], list[np.ndarray]]:
+        """Per frame, the posed avatars in camera coordinates (one seeded look per person) and the
+        person each mesh belongs to; per person, the (T,) bool frames where the fit succeeded.
+        Each person's camera (PnP) is smoothed over time so the avatar does not jitter."""
         from hf_maskdp.anonymize.body import Mesh, make_body_model
         from hf_maskdp.anonymize.fit import fit_frame, smooth_cameras
 
         num_frames, height, width = shape
         meshes: list[list] = [[] for _ in range(num_frames)]
+        people: list[list] = [[] for _ in range(num_frames)]
+        options = {"model_path": self.config.smplh_model_path} if self.config.body_model == "smplh" else {}
         fitted_frames = []
-        for track, identity in zip(tracks, identities):
-            body = make_body_model(self.config.body_model, seed=identity)
+        for person, (track, appearance) in enumerate(zip(tracks, appearances)):
+            body = make_body_model(self.config.body_model, appearance, **options)
             fits = {}
             for t in np.flatnonzero(track.valid):
                 try:
@@ -262,8 +331,9 @@ class AvatarAnonymizer:
             for t, fit in fits.items():
                 R, tvec = fit.camera.R.astype(np.float32), fit.camera.t.astype(np.float32)
                 meshes[t].append(Mesh(fit.mesh.vertices @ R.T + tvec, fit.mesh.faces, fit.mesh.vertex_colors))
+                people[t].append(person)
             fitted_frames.append(np.isin(np.arange(num_frames), list(fits)))
-        return meshes, fitted_frames
+        return meshes, people, fitted_frames
 
     def _render(self, meshes: list[list], K, shape) -> list:
         """Render all people of a frame together with one camera, so depth resolves overlaps."""
@@ -297,6 +367,22 @@ class AvatarAnonymizer:
 
             self._inpaint = make_inpainter(self.config.inpainter)
         return self._inpaint
+
+    def _refiner(self):
+        """The diffusion refiner, loaded once per process (None without `refiner=`)."""
+        if self._refine is None and self.config.refiner is not None:
+            from hf_maskdp.anonymize.refine import Refiner
+
+            refiner = Refiner(self.config.refiner_config())
+            try:
+                refiner.pipeline()  # load now: a wrong id or path fails before any clip
+            except OSError as error:
+                raise FileNotFoundError(
+                    f"refiner={self.config.refiner!r} is not a diffusers pipeline that loads here ({error}); pass a "
+                    "folder saved with save_pretrained or a Hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5"
+                ) from error
+            self._refine = refiner
+        return self._refine
 
 
 def _status(tracks, fitted: list[np.ndarray], avatar: np.ndarray, min_coverage: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 
@@ -19,7 +20,16 @@ def register(subparsers) -> None:
     parser.add_argument("output_dir", metavar="OUTPUT_DIR")
     parser.add_argument("--split", help="only this split of INPUT (default: all)")
     parser.add_argument("--video-column", default="video")
-    parser.add_argument("--body-model", default="mannequin")
+    parser.add_argument("--body-model", default="mannequin", help="mannequin (default), smplh or anny")
+    parser.add_argument("--smplh-model-path", metavar="PATH",
+                        help="--body-model smplh: your SMPL-H .npz file or folder (default: $SMPLH_MODEL_PATH)")  # fmt: skip
+    parser.add_argument("--refiner", metavar="ID",
+                        help="redraw avatars with this diffusers img2img model (Hub id or path, e.g. Stable Diffusion 1.5)")  # fmt: skip
+    parser.add_argument("--refiner-context", choices=["render", "real"], default=None,
+                        help="what the refiner sees: the avatar render only (default, avatar pixels stay public) or "
+                             "the real frame (avatar pixels become sensitive)")  # fmt: skip
+    parser.add_argument("--refiner-options", metavar="JSON", default="{}",
+                        help='other RefinerConfig fields, e.g. \'{"strength": 0.3, "num_inference_steps": 20}\'')  # fmt: skip
     parser.add_argument("--pose-source", default="mediapipe", choices=["mediapipe", "given"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-people", type=int, default=4, help="people searched for per frame (default 4)")
@@ -70,10 +80,20 @@ def load_input(source: str, split: str | None = None, video_column: str = "video
 def run(args: argparse.Namespace) -> int:
     from hf_maskdp.anonymize.pipeline import AnonymizerConfig, AvatarAnonymizer
 
+    try:
+        refiner_options = dict(json.loads(args.refiner_options))
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise ValueError(f"--refiner-options {args.refiner_options!r} is not a JSON object ({error})") from error
+    if args.refiner_context:
+        refiner_options["context"] = args.refiner_context
+    if refiner_options and not args.refiner:
+        raise ValueError("--refiner-context and --refiner-options need --refiner ID (a diffusers img2img model id or path)")
     config = AnonymizerConfig(
         body_model=args.body_model, pose_source=args.pose_source, video_column=args.video_column, seed=args.seed,
         max_people=args.max_people,
         errors=args.errors, max_frames=args.max_frames, max_resolution=args.max_resolution, downscale=args.downscale,
+        smplh_model_path=args.smplh_model_path, refiner=args.refiner,
+        refiner_options=refiner_options,
     )  # fmt: skip
     anonymizer = AvatarAnonymizer(config)
     data = load_input(args.input, args.split, args.video_column)
