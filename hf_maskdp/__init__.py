@@ -33,6 +33,9 @@ _EXPORTS = {
     # embedded action dataset
     "build_action_dataset": "hf_maskdp.data",
     "save_action_dataset": "hf_maskdp.data",
+    # the main job
+    "QuickstartConfig": "hf_maskdp.quickstart",
+    "run_quickstart": "hf_maskdp.quickstart",
     # hub
     "load_anonymized_dataset": "hf_maskdp.hub",
     "push_anonymized_dataset": "hf_maskdp.hub",
