@@ -126,21 +126,29 @@ def video_fps(value: Any, default: float = 25.0) -> float:
         return default
 
 
-def encode_video(frames: Any, fps: float = 25.0, path: str | os.PathLike | None = None) -> bytes:
-    """Encode frames `(T, H, W, 3)` uint8 as lossless RGB H.264 in mp4; return the bytes.
+def encode_video(
+    frames: Any, fps: float = 25.0, path: str | os.PathLike | None = None, lossless: bool = True
+) -> bytes:
+    """Encode frames `(T, H, W, 3)` uint8 as H.264 in mp4; return the bytes.
 
-    Decoding the result gives back exactly `frames` (see the module docstring for why).
-    Odd sizes are fine (no chroma subsampling). If `path` is given, the bytes are also written there.
+    `lossless=True` (what datasets store): RGB H.264 with crf 0, so decoding gives back exactly
+    `frames` (see the module docstring for why); odd sizes are fine. `lossless=False`: ordinary
+    yuv420p H.264 that browsers play (for display only: it mixes neighbouring pixels, and odd
+    sizes are cropped by one pixel). If `path` is given, the bytes are also written there.
     """
     import av
 
     frames = load_video_frames(frames)
+    if lossless:
+        codec, pix_fmt, options = "libx264rgb", "rgb24", {"crf": "0", "preset": "ultrafast"}
+    else:
+        codec, pix_fmt, options = "libx264", "yuv420p", {"crf": "18", "preset": "veryfast"}
+        frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p needs even sizes
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264rgb", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "rgb24"
-        stream.options = {"crf": "0", "preset": "ultrafast"}
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        stream.options = options
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())

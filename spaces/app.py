@@ -18,13 +18,12 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
-from hf_maskdp.video import decode_mask, load_video_frames, video_fps
+from hf_maskdp.video import decode_mask, encode_video, load_video_frames, video_fps
 
 DEFAULT_MODEL_DIR = Path("quickstart_output/model")  # where `hf-maskdp quickstart` saves its model
 MODEL_ENV = "HF_MASKDP_MODEL"  # a local folder or a Hub model id
@@ -72,17 +71,7 @@ def image_clip(image: np.ndarray, num_frames: int = 24, size: int = 256) -> np.n
 
 def write_display_mp4(frames: np.ndarray, path: Path, fps: float = 12.0) -> str:
     """Ordinary yuv420p H.264 that browsers play (the dataset's lossless RGB mp4 they cannot)."""
-    import av
-
-    frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p needs even sizes
-    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    encode_video(frames, fps=fps, path=path, lossless=False)
     return str(path)
 
 

@@ -134,3 +134,14 @@ def test_malformed_masks_are_refused(value, message):
 def test_encode_mask_rejects_non_binary():
     with pytest.raises(ValueError, match="boolean"):
         encode_mask(np.full((1, 2, 2), 0.5))
+
+
+def test_display_encoding_is_ordinary_yuv420p_h264():
+    frames = np.full((3, 33, 47, 3), 120, np.uint8)
+    data = encode_video(frames, lossless=False)
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+    decoded = load_video_frames(data)
+    assert decoded.shape == (3, 32, 46, 3)  # cropped to even sizes
+    assert np.abs(decoded.astype(int) - 120).max() <= 3
