@@ -74,3 +74,22 @@ def test_anonymized_dataset_is_saved_with_masks_and_card(quickstart_dir):
         assert "identity" not in split.column_names  # who performs the action is not published
     card = (quickstart_dir / "anonymized_dataset" / "README.md").read_text()
     assert "sensitive_mask" in card and "clips withheld" in card
+
+
+def test_only_the_noisy_runs_get_the_private_optimizer(tmp_path):
+    """Every setting trains alike except the optimizer of the runs with a noisy private branch."""
+    import torch
+    from transformers import Trainer
+
+    from hf_maskdp.quickstart import training_args
+
+    config = QuickstartConfig(private_grad_weight=0.5)
+    for run in planned_runs(config):
+        args = training_args(run, config, tmp_path)
+        private = run["setting"] in ("dpsgd", "maskdp")
+        assert args.optim == ("sgd" if private else "adamw_torch")
+        assert args.learning_rate == (config.private_learning_rate if private else config.learning_rate)
+        assert args.private_grad_weight == 0.5 and args.num_train_epochs == config.epochs
+    sgd = training_args(dict(setting="dpsgd", train_data="original", target=1.0, view=None), config, tmp_path)
+    optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(sgd)
+    assert optimizer_class is torch.optim.SGD and kwargs["momentum"] == 0.9
