@@ -31,11 +31,14 @@ RESULT_KEYS = ("setting", "train_data", "epsilon", "delta", "test_accuracy_origi
                "train_seconds")  # fmt: skip
 
 
+MODEL_FOLDER = "maskdp_model"  # under output_dir; the demo Space classifies with it
+
+
 @dataclass
 class QuickstartConfig:
     """Sizes of the quickstart run. The defaults take about ten minutes on two CPU cores."""
 
-    output_dir: str = "maskdp_quickstart"
+    output_dir: str = "quickstart_output"
     num_train: int = 128
     num_test: int = 48
     clip_frames: int = 8
@@ -108,10 +111,10 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
     data = {"original": _keyed(original, "original"), "anonymized": _keyed(anonymized, "anonymized")}
     collator = _MemoCollator(config)
     _preprocess(data, collator, config)
-    rows = _train_all(data, collator, config, model_dir=output / "maskdp_model")
+    rows = _train_all(data, collator, config, model_dir=output / MODEL_FOLDER)
 
     files = {"results.md": output / "results.md", "results.json": output / "results.json",
-             "results.png": output / "results.png", "model": output / "maskdp_model",
+             "results.png": output / "results.png", "model": output / MODEL_FOLDER,
              "dataset": output / "anonymized_dataset"}  # fmt: skip
     total = time.perf_counter() - started
     files["results.json"].write_text(json.dumps(rows, indent=2))

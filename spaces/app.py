@@ -25,7 +25,7 @@ import numpy as np
 
 from hf_maskdp.video import decode_mask, encode_video, load_video_frames, video_fps
 
-DEFAULT_MODEL_DIR = Path("quickstart_output/model")  # where `hf-maskdp quickstart` saves its model
+DEFAULT_MODEL_DIR = Path("quickstart_output/maskdp_model")  # where `hf-maskdp quickstart` saves its model
 MODEL_ENV = "HF_MASKDP_MODEL"  # a local folder or a Hub model id
 REFINER_ENV = "HF_MASKDP_REFINER"  # a diffusion refiner; the option shows only when set
 CACHE_ENV = "HF_MASKDP_SPACE_CACHE"

@@ -62,6 +62,14 @@ def space(tmp_path_factory):
             os.environ[app.MODEL_ENV] = old
 
 
+def test_default_model_is_where_the_quickstart_saves_it():
+    from pathlib import Path
+
+    from hf_maskdp.quickstart import MODEL_FOLDER, QuickstartConfig
+
+    assert app.DEFAULT_MODEL_DIR == Path(QuickstartConfig().output_dir) / MODEL_FOLDER
+
+
 def test_binds_to_localhost_by_default(space):
     demo, _, _ = space
     assert demo.server_name == "127.0.0.1"

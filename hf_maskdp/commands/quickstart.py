@@ -14,7 +14,7 @@ import argparse
 def register(subparsers) -> None:
     parser = subparsers.add_parser("quickstart", help="run the whole method on the embedded dataset (make demo)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", default="maskdp_quickstart", help="where results, model and dataset go")
+    parser.add_argument("--output-dir", default="quickstart_output", help="where results, model and dataset go")
     parser.add_argument("--fast", action="store_true", help="a tiny run (a few training steps per setting)")
     parser.add_argument("--target-epsilon", type=float, default=1.0, help="privacy budget of the five settings")
     parser.add_argument("--seed", type=int, default=0, help="dataset, avatars and initial weights")

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "space",
         help="serve the demo Space (anonymize, privacy budget, classify) in the browser",
-        description="Serve the Gradio demo locally. Classify uses $HF_MASKDP_MODEL, or ./quickstart_output/model.",
+        description="Serve the Gradio demo locally. Classify uses $HF_MASKDP_MODEL, or ./quickstart_output/maskdp_model.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
