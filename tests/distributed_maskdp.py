@@ -51,3 +51,8 @@ def main(out_path: str, use_cpu: bool = True) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], use_cpu="--no-cpu" not in sys.argv)
+    # Tear gloo down before the interpreter exits: otherwise a rank can abort at exit
+    # ("terminate called without an active exception"), failing a run that succeeded.
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -126,13 +126,24 @@ def run(args) -> int:
                             data_collator=collator)
     trainer.train()
     trainer.save_model()
-    trainer.create_model_card(dataset=args.dataset if not os.path.isdir(args.dataset) else None)
-    if args.push_to_hub:
-        from ..hub import push_private_model
+    if trainer.is_world_process_zero():
+        trainer.create_model_card(dataset=args.dataset if not os.path.isdir(args.dataset) else None)
+        if args.push_to_hub:
+            from ..hub import push_private_model
 
-        url = push_private_model(args.output_dir, args.push_to_hub, private=not args.public)
-        print(f"pushed to {url} ({'public' if args.public else 'private'})")
-    eps, delta = trainer.privacy_spent()
-    print(f"trained {trainer.state.global_step} steps ({args.privacy_mode}) on {trainer.args.device}: "
-          f"epsilon={eps:.4g}, delta={delta:g}; saved to {args.output_dir}")
+            url = push_private_model(args.output_dir, args.push_to_hub, private=not args.public)
+            print(f"pushed to {url} ({'public' if args.public else 'private'})")
+        eps, delta = trainer.privacy_spent()
+        print(f"trained {trainer.state.global_step} steps ({args.privacy_mode}) on {trainer.args.device}: "
+              f"epsilon={eps:.4g}, delta={delta:g}; saved to {args.output_dir}")
+    _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Under torchrun/accelerate, tear gloo/NCCL down before exit (a rank can abort otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
