@@ -18,7 +18,7 @@ import datasets  # noqa: E402
 
 from hf_maskdp.anonymize.pipeline import AnonymizationError, AnonymizerConfig, AvatarAnonymizer  # noqa: E402
 from hf_maskdp.anonymize.inpaint import person_region  # noqa: E402
-from hf_maskdp.video import decode_mask, load_video_frames  # noqa: E402
+from hf_maskdp.video import decode_mask, encode_video, load_video_frames  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -177,6 +177,24 @@ def test_public_pixels_are_computed_from_public_inputs_only(astronaut_result):
     public = ~a.sensitive_mask
     np.testing.assert_array_equal(a.frames[public], b.frames[public])
     assert (a.frames[~public] != b.frames[~public]).any()
+
+
+def test_custom_video_column_is_replaced_not_kept_beside(astronaut_result):
+    """The real clip must not ride along in its own column next to the anonymized one."""
+    from datasets import Dataset
+
+    frames, tracks, _ = astronaut_result
+    pose = {"keypoints_2d": tracks[0].keypoints_2d[:3], "keypoints_3d": tracks[0].keypoints_3d[:3],
+            "visibility": tracks[0].visibility[:3]}
+    anonymizer = AvatarAnonymizer(pose_source="given", video_column="clip")
+    real = {"path": None, "bytes": encode_video(frames[:3])}
+    dataset = Dataset.from_list([{"clip": real, "pose": pose}])
+    for kwargs in ({}, {"features": anonymizer.features(dataset.features)}):
+        out = dataset.map(anonymizer, batched=True, batch_size=1, **kwargs)
+        assert "video" not in out.column_names and out[0]["anonymization"] == "ok"
+        clip = load_video_frames(out[0]["clip"])
+        assert clip.shape == frames[:3].shape and not np.array_equal(clip, frames[:3])
+        assert decode_mask(out[0]["sensitive_mask"]).shape == clip.shape[:3]
 
 
 def test_smplh_body_on_given_poses(astronaut_result, tmp_path):

@@ -4,14 +4,17 @@
     (camera smoothed over time) -> render all people together -> check fit -> inpaint
     -> [refine, optional] -> composite -> encode
 
-Output columns: `video` (lossless mp4, `{"path", "bytes"}`), `sensitive_mask` and `avatar_mask`
+Output columns: the anonymized clip replaces the input's video column (`video_column`, "video"
+by default; lossless mp4, `{"path", "bytes"}`), plus `sensitive_mask` and `avatar_mask`
 (`hf_maskdp.video.encode_mask`), `anonymization` (status) and `num_people`; the input's other
 columns pass through. `sensitive_mask` is False only on pixels fully covered by an avatar,
 whose colour comes from the render alone (see `composite.py`).
 
-Failure policy (`errors`): a clip that may still show a real person (nobody found, a person
-without a pose in some frames after gap filling, a person who could not be fitted or whose
-avatar does not cover them, undecodable input) is never published as anonymized. "withhold"
+Failure policy (`errors`): a clip where a *detected* person may still be visible (nobody found, a
+person without a pose in some frames after gap filling, a person who could not be fitted or whose
+avatar does not cover them, undecodable input) is never published as anonymized. A person the
+detector never finds (beyond `max_people`, or too small or unusual for mediapipe) stays in an
+`ok` clip, marked sensitive like every non-avatar pixel (docs/privacy.md, Sharp edges). "withhold"
 (default) writes `video=None` and empty masks with a status saying why; "keep" keeps the
 processed clip with an all-sensitive mask (a valid MaskDP record: nothing public);
 "raise" stops the map at the first such clip.
@@ -194,15 +197,17 @@ class AvatarAnonymizer:
         return self._batch(example)
 
     def _batch(self, batch: dict) -> dict:
-        videos = batch[self.config.video_column]
+        column = self.config.video_column
         out = {"video": [], "sensitive_mask": [], "avatar_mask": [], "anonymization": [], "num_people": []}
-        for i, video in enumerate(videos):
+        for i, video in enumerate(batch[column]):
             row = {key: values[i] for key, values in batch.items()}
             result = self.anonymize_clip(video, row)
             if not result.ok and self.config.errors == "raise":
                 raise AnonymizationError(f"{_clip_name(video)}: {result.status}")
             for key, value in self._row(result).items():
                 out[key].append(value)
+        # The anonymized clip replaces the input's video column: the real clip must not ride along.
+        out[column] = out.pop("video")
         return out
 
     def _row(self, result: AnonymizedClip) -> dict:
@@ -227,8 +232,8 @@ class AvatarAnonymizer:
         from datasets import Features, Value
 
         features = dict(input_features or {})
-        features.pop(self.config.video_column, None)
-        features.update(video=video_feature(), sensitive_mask=mask_feature(), avatar_mask=mask_feature(),
+        features[self.config.video_column] = video_feature()  # the anonymized clip, in place of the real one
+        features.update(sensitive_mask=mask_feature(), avatar_mask=mask_feature(),
                         anonymization=Value("string"), num_people=Value("int32"))  # fmt: skip
         return Features(features)
 
