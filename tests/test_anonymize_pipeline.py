@@ -397,6 +397,8 @@ def test_bad_input_gets_a_status_naming_clip_and_problem(anonymizer, tmp_path, v
 def test_4k_frame_downscaled_on_request():
     result = AvatarAnonymizer(max_resolution=256, downscale=True).anonymize_clip(np.zeros((1, 2160, 3840, 3), np.uint8))
     assert result.status == "no_person" and result.frames.shape == (1, 144, 256, 3)
+    with pytest.raises(ValueError, match="not the given poses"):
+        AvatarAnonymizer(downscale=True, pose_source="given")
 
 
 def test_bad_config_is_a_clear_error():

@@ -54,7 +54,7 @@ class AnonymizerConfig:
     """How `AvatarAnonymizer` works. Every field has a safe default; see the module docstring."""
 
     body_model: str = "mannequin"  # a name in hf_maskdp.anonymize.body.BODY_MODELS
-    pose_source: str = "mediapipe"  # or "given": poses from `pose_column`
+    pose_source: str = "mediapipe"  # or "given": poses from `pose_column` (trusted: the fit check needs their person_mask)
     pose_column: str = "pose"
     video_column: str = "video"
     inpainter: str = "temporal"  # temporal background model with OpenCV fallback; or "opencv"
@@ -89,6 +89,9 @@ class AnonymizerConfig:
             raise ValueError(f"inpainter={self.inpainter!r}: choose 'temporal' or 'opencv'")
         if min(self.max_gap, self.smoothing_sigma, self.camera_smoothing_sigma, self.region_dilation) < 0:
             raise ValueError("max_gap, smoothing_sigma, camera_smoothing_sigma and region_dilation must be >= 0")
+        if self.downscale and self.pose_source == "given":
+            raise ValueError("downscale=True shrinks the frames but not the given poses (the avatar would miss "
+                             "the person); scale the pose column yourself or use pose_source='mediapipe'")
         if self.max_people < 1:
             raise ValueError(f"max_people={self.max_people}: search for at least 1 person per frame")
         if not 0 <= self.min_fit_coverage <= 1:
