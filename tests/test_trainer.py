@@ -176,6 +176,8 @@ def test_reported_epsilon_logs_and_saved_model(tmp_path):
     loaded = VideoMAEForVideoClassification.from_pretrained(str(out))
     assert loaded.config.maskdp == record
     assert _same_weights(_weights(trainer), {k: v for k, v in loaded.state_dict().items()})
+    with pytest.raises(ValueError, match="second train"):  # would restart the accountant's step count
+        trainer.train()
 
 
 def test_dpsgd_logs_no_private_loss(tmp_path):
@@ -206,6 +208,8 @@ def test_bad_configs_are_refused(tmp_path):
         tiny_args(tmp_path, gradient_accumulation_steps=2)
     with pytest.raises(ValueError, match="max_grad_norm"):
         tiny_args(tmp_path, max_grad_norm=1.0)
+    with pytest.raises(ValueError, match="spends no budget"):
+        tiny_args(tmp_path, privacy_mode="none", noise_multiplier=None, stop_at_epsilon=1.0)
     with pytest.raises(ValueError, match="public_view"):
         tiny_args(tmp_path, public_view="blur")
     assert MaskDPConfig(output_dir=str(tmp_path), noise_multiplier=1.0).hub_private_repo is True
@@ -266,7 +270,16 @@ def test_withheld_rows_are_refused_before_training_with_the_fix(tmp_path):
     assert withheld_rows([rows[0], {**rows[1], "video": None}, {"label": 0}]) == [1]  # lists of rows too
 
 
-def test_non_finite_per_sample_gradients_stop_the_step(tmp_path):
+def test_non_finite_example_contributes_zero_and_a_non_finite_model_stops_the_step(tmp_path):
+    # One example's NaN gradient must neither poison the noisy sum nor stop training (that would
+    # reveal one record's content without noise): it contributes zero, a vector of norm <= C.
+    weight = nn.Parameter(torch.zeros(3))
+    weight.grad_sample = torch.tensor([[3.0, 4.0, 0.0], [float("nan"), 1.0, 0.0], [0.0, 0.0, 0.5]])
+    total = [torch.zeros(3)]
+    assert mechanism.accumulate_clipped([weight], 1.0, total) == 3
+    expected = torch.tensor([3.0, 4.0, 0.0]) / (5.0 + 1e-6) + torch.tensor([0.0, 0.0, 0.5])
+    assert torch.allclose(total[0], expected)
+    # A model that is non-finite everywhere is caught on the noisy update.
     trainer = _trainer(tmp_path, make_rows(4), privacy_mode="dpsgd")
     trainer.get_train_dataloader()
     with torch.no_grad():

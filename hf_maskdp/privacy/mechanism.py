@@ -70,8 +70,10 @@ def per_sample_backward(loss: torch.Tensor, targets: list[nn.Parameter]) -> None
 def accumulate_clipped(params: list[nn.Parameter], clip_norm: float, total: list[torch.Tensor]) -> int:
     """Add `sum_i g_i * min(1, C / ||g_i||)` from `p.grad_sample` into `total`; clear the grads.
 
-    Returns the number of examples. A non-finite per-example gradient raises FloatingPointError
-    rather than entering the sum (it would poison the noisy update, or be clipped to a NaN).
+    Returns the number of examples. An example whose gradient is NaN or infinite contributes
+    zero (norm 0 <= C, so the guarantee holds): raising instead would stop training on one
+    record's content without noise. A model that is non-finite everywhere is caught on the
+    *noisy* update by the trainer, which is post-processing.
     """
     samples = [p.grad_sample for p in params]
     if any(s is None for s in samples):
@@ -83,13 +85,11 @@ def accumulate_clipped(params: list[nn.Parameter], clip_norm: float, total: list
     # Norms accumulate in float64 (no overflow, no rounding past C) without a float64 copy of the grads.
     squared = torch.stack([torch.linalg.vector_norm(r, dim=1, dtype=torch.float64) for r in rows]).pow(2).sum(dim=0)
     norms = squared.sqrt()
-    if not torch.isfinite(norms).all():
-        raise FloatingPointError(
-            "a per-example gradient is NaN or infinite; lower the learning rate or check the inputs "
-            "(the update was not applied, so it cannot leak a non-finite value)"
-        )
-    factor = (clip_norm / (norms + 1e-6)).clamp(max=1.0)
+    finite = torch.isfinite(norms)
+    factor = torch.where(finite, (clip_norm / (norms + 1e-6)).clamp(max=1.0), torch.zeros_like(norms))
     for p, r, t in zip(params, rows, total):
+        if not finite.all():
+            r = torch.where(finite[:, None].to(r.device), r, torch.zeros_like(r))  # 0 * NaN would be NaN
         t.view(-1).addmv_(r.T, factor.to(r.dtype))  # sum_i factor_i g_i as one matrix-vector product
         p.grad_sample = None
         p.grad = None

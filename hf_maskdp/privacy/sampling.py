@@ -53,7 +53,8 @@ class PoissonBatchSampler:
         for _ in range(self.steps):
             # One uniform draw per record every step, even for an empty shard: the draws never
             # depend on which records were picked before.
-            picked = torch.rand(len(self.indices), generator=self.generator) < self.sample_rate
+            # float64: float32 draws come in steps of 2^-24, which would round the rate up past q.
+            picked = torch.rand(len(self.indices), generator=self.generator, dtype=torch.float64) < self.sample_rate
             yield self.indices[picked].tolist()
 
 

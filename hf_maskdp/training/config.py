@@ -105,6 +105,9 @@ class MaskDPConfig(TrainingArguments):
                 )
         if self.stop_at_epsilon is not None and not self.stop_at_epsilon > 0:
             raise ValueError(f"stop_at_epsilon={self.stop_at_epsilon!r} must be > 0")
+        if self.stop_at_epsilon is not None and not self.is_private:
+            raise ValueError(f"stop_at_epsilon is for the private modes; privacy_mode={self.privacy_mode!r} "
+                             "spends no budget to stop at")
 
     @property
     def is_private(self) -> bool:

@@ -80,6 +80,16 @@ class MaskDPTrainer(Trainer):
 
     # ------------------------------------------------------------------ privacy accounting
 
+    def train(self, *args, **kwargs):
+        """`Trainer.train`, once: the accountant counts the steps of one run. A second call would
+        restart the step count and re-calibrate σ, so the reported ε would cover only that call."""
+        if self.args.is_private and self.state.global_step > 0:
+            raise ValueError(
+                f"this MaskDPTrainer already trained {self.state.global_step} private steps "
+                f"(epsilon={self.privacy_spent()[0]:.4g}); a second train() would be accounted as a fresh run. "
+                "Plan all steps in one train() call (num_train_epochs / max_steps)")
+        return super().train(*args, **kwargs)
+
     def privacy_spent(self, steps: int | None = None) -> tuple[float, float]:
         """(epsilon, delta) spent after `steps` optimizer steps (default: the steps taken)."""
         from ..privacy.accounting import compute_epsilon
@@ -250,6 +260,10 @@ class MaskDPTrainer(Trainer):
                 public, alpha=cfg.public_grad_weight)
         if update is None:
             update = torch.zeros(sum(p.numel() for p in params), device=cfg.device)
+        # Checked on the noisy update and the weights (public, post-processing), not per example.
+        if not (torch.isfinite(update).all() and all(torch.isfinite(p).all() for p in params)):
+            raise FloatingPointError("the model or its update is NaN or infinite; lower the learning rate or "
+                                     "check the model and inputs")
         for p, g in zip(params, update.split([p.numel() for p in params])):
             p.grad = g.view_as(p)
         return loss
