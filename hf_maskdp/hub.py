@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hf_maskdp.video import decode_mask, load_video_frames
+from hf_maskdp.video import decode_mask, video_shape
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def check_mask_columns(dataset, where: str = "dataset", verify_rows: bool = True
     """Refuse a dataset whose mask columns are missing or malformed (ValueError naming column and fix).
 
     Checks the schema, that every row with a video has a decodable `sensitive_mask` (all rows when
-    `verify_rows`, else the first), and that the first clip's frames match its mask's shape.
+    `verify_rows`, else the first) whose shape matches its clip's frames.
     """
     columns = dataset.column_names
     if SENSITIVE_MASK not in columns:
@@ -166,7 +166,6 @@ def check_mask_columns(dataset, where: str = "dataset", verify_rows: bool = True
             )
     rows = dataset.select_columns([c for c in ("video", *MASK_COLUMNS) if c in columns])
     n_rows = len(rows) if verify_rows else min(1, len(rows))
-    first_checked = False
     for index in range(n_rows):
         row = rows[index]
         for column in (c for c in MASK_COLUMNS if c in row):
@@ -179,13 +178,12 @@ def check_mask_columns(dataset, where: str = "dataset", verify_rows: bool = True
                     f"{where}: row {index} has a malformed '{column}' ({err}); re-run the anonymizer on it "
                     "or drop the row"
                 ) from None
-            if column == SENSITIVE_MASK and not first_checked and row.get("video") is not None:
-                first_checked = True
-                frames = load_video_frames(row["video"])
-                if frames.shape[:3] != mask.shape:
+            if column == SENSITIVE_MASK and row.get("video") is not None:
+                shape = video_shape(row["video"])  # from the container header: no decoding
+                if shape != mask.shape:
                     raise ValueError(
                         f"{where}: row {index} '{column}' has shape {list(mask.shape)} but its video is "
-                        f"{list(frames.shape[:3])} (T, H, W); the mask must cover every pixel of the clip"
+                        f"{list(shape)} (T, H, W); the mask must cover every pixel of the clip"
                     )
 
 

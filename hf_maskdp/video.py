@@ -126,6 +126,26 @@ def video_fps(value: Any, default: float = 25.0) -> float:
         return default
 
 
+def video_shape(value: Any) -> tuple[int, int, int]:
+    """`(T, H, W)` of a clip, from the container's header when it says (no decoding), else decoded."""
+    import av
+
+    source = value
+    if isinstance(value, dict):
+        source = value.get("bytes") or value.get("path")
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(bytes(source))
+    if isinstance(source, (io.BytesIO, str, os.PathLike)):
+        try:
+            with av.open(source if not isinstance(source, os.PathLike) else str(source)) as container:
+                stream = container.streams.video[0]
+                if stream.frames > 0:
+                    return int(stream.frames), int(stream.height), int(stream.width)
+        except (av.FFmpegError, IndexError):
+            pass  # load_video_frames below says what is wrong
+    return tuple(load_video_frames(value).shape[:3])
+
+
 def encode_video(
     frames: Any, fps: float = 25.0, path: str | os.PathLike | None = None, lossless: bool = True
 ) -> bytes:

@@ -121,8 +121,10 @@ def test_malformed_masks_are_refused(tmp_path):
     corrupt.save_to_disk(tmp_path / "corrupt")
     with pytest.raises(ValueError, match="row 1 has a malformed 'sensitive_mask'"):
         load_anonymized_dataset(str(tmp_path / "corrupt"))
-    wrong_shape = dataset.map(lambda row: {"sensitive_mask": encode_mask(np.ones((4, 8, 8), bool))})
-    with pytest.raises(ValueError, match=r"shape \[4, 8, 8\] but its video is \[4, 16, 16\]"):
+    # Only the second row is wrong: every row's mask is checked against its clip.
+    wrong_shape = dataset.map(lambda row, i: {"sensitive_mask": encode_mask(np.ones((4, 8, 8), bool)) if i == 1
+                                              else row["sensitive_mask"]}, with_indices=True)
+    with pytest.raises(ValueError, match=r"row 1 'sensitive_mask' has shape \[4, 8, 8\] but its video is \[4, 16, 16\]"):
         push_anonymized_dataset(wrong_shape, _repo("wrong-shape"), token=ALICE)
 
 

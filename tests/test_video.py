@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hf_maskdp.video import decode_mask, encode_mask, encode_video, load_video_frames, mask_feature, video_feature
+from hf_maskdp.video import (
+    decode_mask,
+    encode_mask,
+    encode_video,
+    load_video_frames,
+    mask_feature,
+    video_feature,
+    video_shape,
+)
 
 
 def _clip(t=6, h=33, w=47, seed=0):
@@ -22,6 +30,8 @@ def test_encode_video_is_lossless_for_odd_sizes(tmp_path):
     for source in (data, tmp_path / "clip.mp4", str(tmp_path / "clip.mp4"), {"path": None, "bytes": data}):
         np.testing.assert_array_equal(load_video_frames(source), frames)
     assert load_video_frames(data, max_frames=2).shape == (2, 33, 47, 3)
+    for source in (data, tmp_path / "clip.mp4", {"path": None, "bytes": data}, frames):
+        assert video_shape(source) == (6, 33, 47)  # from the header, without decoding
 
 
 def test_reads_a_lossy_yuv420_mp4_written_by_another_encoder(tmp_path):
