@@ -201,16 +201,20 @@ class DecodeMasks:
 
 
 def summarize_dataset(dataset) -> dict:
-    """Counts for the card: clips, frames, and clips by anonymization status."""
+    """Counts for the card and the CLI: clips, frames kept, people found, clips by anonymization status."""
     splits = dict(dataset) if hasattr(dataset, "keys") else {"train": dataset}
-    clips, frames, statuses = 0, 0, Counter()
+    clips, frames, people, statuses = 0, 0, None, Counter()
     for split in splits.values():
         clips += len(split)
         for shape in split.select_columns([SENSITIVE_MASK]).flatten()[f"{SENSITIVE_MASK}.shape"]:
             frames += int(shape[0]) if shape else 0
+        if "num_people" in split.column_names:
+            people = (people or 0) + sum(split["num_people"])
         if "anonymization" in split.column_names:
             statuses.update(str(s).split(":")[0] for s in split["anonymization"])
     summary = {"clips": clips, "frames": frames, "splits": {name: len(s) for name, s in splits.items()}}
+    if people is not None:
+        summary["people"] = people
     if statuses:
         summary["status_counts"] = dict(sorted(statuses.items()))
     return summary

@@ -79,6 +79,7 @@ def load_input(source: str, split: str | None = None, video_column: str = "video
 
 def run(args: argparse.Namespace) -> int:
     from hf_maskdp.anonymize.pipeline import AnonymizerConfig, AvatarAnonymizer
+    from hf_maskdp.hub import push_anonymized_dataset, summarize_dataset
 
     try:
         refiner_options = dict(json.loads(args.refiner_options))
@@ -102,36 +103,18 @@ def run(args: argparse.Namespace) -> int:
         features=anonymizer.features(next(iter(data.values())).features), desc="Anonymizing",
     )  # fmt: skip
     result.save_to_disk(args.output_dir)
-    summary = summarize(result)
-    print(format_summary(summary, args.output_dir))
+    print(format_summary(summarize_dataset(result), args.output_dir))
     if args.push_to_hub:
-        from hf_maskdp.hub import push_anonymized_dataset
-
-        url = push_anonymized_dataset(
-            result, args.push_to_hub, private=not args.public, token=args.token,
-            anonymizer_info=config, summary={"people": summary["people"]},
-        )  # fmt: skip
+        url = push_anonymized_dataset(result, args.push_to_hub, private=not args.public, token=args.token,
+                                      anonymizer_info=config)
         print(f"pushed to {url} ({'public' if args.public else 'private'})")
     return 0
 
 
-def summarize(data) -> dict:
-    """Clips, frames, people found and failures over all splits."""
-    from collections import Counter
-
-    clips = frames = people = 0
-    statuses: Counter = Counter()
-    for part in data.values():
-        clips += len(part)
-        people += sum(part["num_people"])
-        frames += sum(shape[0] for shape in part.flatten()["sensitive_mask.shape"])
-        statuses.update(status.split(":")[0] for status in part["anonymization"])
-    return {"clips": clips, "frames": frames, "people": people, "statuses": dict(statuses)}
-
-
 def format_summary(summary: dict, output_dir: str) -> str:
-    failures = summary["clips"] - summary["statuses"].get("ok", 0)
-    by_status = ", ".join(f"{name}: {count}" for name, count in sorted(summary["statuses"].items()))
+    statuses = summary.get("status_counts", {})
+    failures = summary["clips"] - statuses.get("ok", 0)
+    by_status = ", ".join(f"{name}: {count}" for name, count in statuses.items())
     return (
         f"anonymized {summary['clips']} clips ({summary['frames']} frames kept), {summary['people']} people found, "
         f"{failures} failures ({by_status}) -> {output_dir}"
