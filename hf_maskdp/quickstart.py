@@ -42,9 +42,9 @@ class QuickstartConfig:
 
     output_dir: str = "quickstart_output"
     regimes: tuple[str, ...] = ("ntu",)
-    num_train: int = 240
-    num_val: int = 48
-    num_test: int = 96
+    num_train: int = 144
+    num_val: int = 36
+    num_test: int = 72
     clip_frames: int = 8
     clip_size: int = 112
     # "public": fine-tune `pretrained_model` (public data only, no budget); "scratch": random init
@@ -54,7 +54,7 @@ class QuickstartConfig:
     patch_size: int = 16
     hidden_size: int = 64
     num_layers: int = 2
-    epochs: float = 8.0
+    epochs: float = 6.0
     batch_size: int = 32  # also the expected Poisson batch of the private branch
     learning_rate: float = 1e-3  # AdamW, the runs without noise
     clip_norm: float = 1.0

@@ -151,7 +151,7 @@ class VideoClipCollator:
         from ..data.backgrounds import public_scene
 
         scene = public_scene(shape[-2], shape[-1], self._scene_rng)  # one scene per clip, from public photos only
-        return torch.from_numpy(scene).permute(2, 0, 1).float()[None].expand(shape)
+        return torch.tensor(scene).permute(2, 0, 1).float()[None].expand(shape)
 
     def _output_size(self, h: int, w: int) -> tuple[int, int]:
         if "shortest_edge" in self.size:
