@@ -56,11 +56,10 @@ def vouched(provenance: Any) -> bool:
 
 @dataclass
 class MaskCheck:
-    """What `check_masks` found: rows checked, rows without any sensitive pixel, whether masks were trusted."""
+    """What `check_masks` found: rows checked, and the rows without any sensitive pixel."""
 
     rows: int = 0
-    fully_public: list[int] = field(default_factory=list)  # rows with no sensitive pixel at all
-    trusted: bool = False  # trust_masks=True: provenance not required
+    fully_public: list[int] = field(default_factory=list)  # they only feed the public branch
 
 
 def check_masks(
@@ -85,7 +84,7 @@ def check_masks(
     from hf_maskdp.video import video_shape
 
     problems: dict[str, list[int]] = {}
-    result = MaskCheck(trusted=trust_masks and vouch)
+    result = MaskCheck()
     for index, row in _rows(dataset, (video_column, mask_column, avatar_column, PROVENANCE_COLUMN)):
         if row.get(video_column) is None or (not vouch and row.get(mask_column) is None):
             continue  # withheld by the anonymizer / a mask nobody reads
