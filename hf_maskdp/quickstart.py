@@ -187,12 +187,14 @@ def _anonymize_cached(original, config: QuickstartConfig, regime: str):
 
 def _cache_folder(config: QuickstartConfig, regime: str) -> Path:
     import hf_maskdp
+    from hf_maskdp.privacy.mask_checks import PROVENANCE_COLUMN
 
     key = {
         "version": hf_maskdp.__version__,
         "generator": asdict(generator_config(config, regime)),
         "sizes": [config.num_train, config.num_val, config.num_test],
         "anonymizer": _anonymizer_info(config),
+        "provenance": PROVENANCE_COLUMN,  # rows cached before the anonymizer wrote it would be refused
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     root = config.cache_dir or os.environ.get("HF_MASKDP_CACHE") or Path.home() / ".cache" / "hf_maskdp"
