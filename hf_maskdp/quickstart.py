@@ -64,7 +64,7 @@ class QuickstartConfig:
     private_learning_rate: float = 0.05
     private_grad_weight: float = 0.1  # lambda_priv of maskdp (dpsgd has no public branch: 1)
     public_view: str = "fill"
-    public_fill: str = "scene"  # the fill view shows avatars over public scenes ("mean": a constant colour)
+    public_fill: str = "mean"  # chosen on validation over "scene" (docs/benchmarks.md)
     delta: float = 1e-5
     target_epsilon: float = 1.0  # the saved MaskDP model's budget
     claim_epsilons: tuple[float, ...] = (0.25, 0.5, 1.0)  # every seed runs these
