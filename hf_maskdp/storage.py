@@ -5,7 +5,7 @@ Storage format 2 (what `encode_anonymized_clip` writes):
 | column | what | codec |
 |---|---|---|
 | `video` | the composite: what people watch, what the Hub viewer plays | H.264 yuv420p, `crf`/`preset` (lossy) |
-| `avatar_layer` | the same frames with every sensitive pixel set to `LAYER_FILL` *before* encoding | same (lossy) |
+| `avatar_layer` | the same frames with every sensitive pixel replaced *before* encoding, from public pixels only (`avatar_layer`) | same (lossy) |
 | `sensitive_mask` | `True` = may carry real information | `packbits+zlib` (exact) |
 | `storage_format` | `2` | |
 
@@ -29,9 +29,8 @@ memory it did not write, which may have held real pixels). Hypothesis found such
 sensitive pixels give byte-identical layers. The composite keeps mbtree (it is read only where
 `m = 1`, where anything goes).
 
-Both videos are padded to whole 16 x 16 macroblocks (repeating the last row and column; yuv420p
-needs even sizes, and x264 pads internally to macroblocks anyway) and cropped back to the mask's
-shape when reading.
+yuv420p needs even sizes: odd-sized frames are padded by one row/column (repeating the last one)
+before encoding and cropped back to the mask's shape when reading.
 """
 
 from __future__ import annotations
@@ -46,11 +45,11 @@ STORAGE_FORMAT = 2  # what encode_anonymized_clip writes
 LOSSLESS_FORMAT = 1  # lossless RGB video, no layer (rows without a storage_format column)
 FORMAT_COLUMN = "storage_format"
 LAYER_COLUMN = "avatar_layer"
-LAYER_FILL = 128  # the constant every sensitive pixel of the layer holds: mid grey, neutral chroma
+LAYER_FILL = 128  # sensitive pixels of the layer away from the avatar's edge: mid grey, neutral chroma
+EDGE_FILL_RADIUS = 2  # sensitive pixels this close to a public one take the public pixels' colour (avatar_layer)
 DEFAULT_CRF = 18  # measured: scripts/bench_storage.py, docs/benchmarks.md
 DEFAULT_PRESET = "veryfast"
 LAYER_X264_PARAMS = "mbtree=0"  # see the module docstring: with mbtree, x264 output is not a function of its input
-MACROBLOCK = 16  # stored videos are padded to whole H.264 macroblocks
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -79,15 +78,38 @@ def encode_anonymized_clip(
             f"sensitive_mask has shape {list(mask.shape)} but the frames are {list(frames.shape[:3])} (T, H, W): "
             "pass one mask value per pixel of the clip"
         )
-    # Sensitive pixels become a constant before the layer's encoder runs: it never sees a real pixel.
-    layer = np.where(mask[..., None], np.uint8(LAYER_FILL), frames)
+    layer = avatar_layer(frames, mask)  # the only input of the layer's encoder: no real pixel in it
     options = {"fps": fps, "lossless": False, "crf": int(crf), "preset": preset}
     return {
-        "video": {"path": None, "bytes": encode_video(_pad_to_macroblocks(frames), **options)},
-        LAYER_COLUMN: {"path": None, "bytes": encode_video(_pad_to_macroblocks(layer), x264_params=LAYER_X264_PARAMS, **options)},
+        "video": {"path": None, "bytes": encode_video(_pad_even(frames), **options)},
+        LAYER_COLUMN: {"path": None, "bytes": encode_video(_pad_even(layer), x264_params=LAYER_X264_PARAMS, **options)},
         "sensitive_mask": encode_mask(mask),
         FORMAT_COLUMN: STORAGE_FORMAT,
     }
+
+
+def avatar_layer(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The frames with every sensitive pixel replaced, computed from public pixels and the mask only.
+
+    Sensitive pixels within `EDGE_FILL_RADIUS` pixels of a public one take the mean of the public
+    pixels around them, the others `LAYER_FILL`. The fill is discarded on reading; it only spares
+    the avatar's edges from bleeding towards grey through chroma subsampling and block transforms
+    (measured: public-pixel error at avatar edges about halved, docs/benchmarks.md).
+    """
+    import cv2
+
+    layer = np.where(mask[..., None], np.uint8(LAYER_FILL), frames)
+    if EDGE_FILL_RADIUS == 0 or mask.all() or not mask.any():
+        return layer
+    window = (2 * EDGE_FILL_RADIUS + 1,) * 2
+    public = (~mask).astype(np.float32)
+    for t in np.flatnonzero(mask.any(axis=(1, 2)) & ~mask.all(axis=(1, 2))):
+        total = cv2.boxFilter(layer[t].astype(np.float32) * public[t][..., None], -1, window, normalize=False,
+                              borderType=cv2.BORDER_CONSTANT)  # fmt: skip
+        count = cv2.boxFilter(public[t], -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        edge = mask[t] & (count > 0.5)
+        layer[t][edge] = np.clip(np.rint(total[edge] / count[edge][:, None]), 0, 255).astype(np.uint8)
+    return layer
 
 
 def read_anonymized_clip(
@@ -152,13 +174,13 @@ def storage_features() -> dict:
 
 
 def stored_frame_shape(shape: tuple) -> tuple[int, int, int]:
-    """`(T, H, W)` of the stored videos of a format-2 clip of `shape`: H and W rounded up to 16."""
-    t, h, w = shape[:3]
-    return int(t), -(-int(h) // MACROBLOCK) * MACROBLOCK, -(-int(w) // MACROBLOCK) * MACROBLOCK
+    """`(T, H, W)` of the stored videos of a format-2 clip of `shape`: H and W rounded up to even."""
+    t, h, w = (int(n) for n in shape[:3])
+    return t, h + h % 2, w + w % 2
 
 
-def _pad_to_macroblocks(frames: np.ndarray) -> np.ndarray:
-    """Repeat the last row and column up to whole macroblocks (see the module docstring for why)."""
+def _pad_even(frames: np.ndarray) -> np.ndarray:
+    """yuv420p needs even sizes: repeat the last row/column of odd-sized frames."""
     _, height, width = stored_frame_shape(frames.shape)
     if (height, width) == frames.shape[1:3]:
         return frames
@@ -171,7 +193,7 @@ def _decoded(value: Any, mask_shape: tuple, column: str, crop: bool = True) -> n
     frames = load_video_frames(value)
     t, h, w = mask_shape
     if crop and frames.shape[:3] == stored_frame_shape(mask_shape):
-        frames = frames[:, :h, :w]  # the padding to whole macroblocks
+        frames = frames[:, :h, :w]  # the padding of odd sizes
     if frames.shape[:3] != tuple(mask_shape):
         raise ValueError(
             f"the mask has shape {tuple(mask_shape)} but '{column}' is {frames.shape[:3]} (T, H, W): "

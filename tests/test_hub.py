@@ -133,7 +133,7 @@ def test_malformed_masks_are_refused(tmp_path):
     small_layer = encode_anonymized_clip(np.zeros((4, 40, 40, 3), np.uint8), np.ones((4, 40, 40), bool))["avatar_layer"]
     wrong_layer = dataset.map(lambda row, i: {"avatar_layer": small_layer if i == 1 else row["avatar_layer"]},
                               with_indices=True)  # fmt: skip
-    with pytest.raises(ValueError, match=r"row 1 'avatar_layer' is \[4, 48, 48\] \(T, H, W\) but its mask is \[4, 16, 16\]"):
+    with pytest.raises(ValueError, match=r"row 1 'avatar_layer' is \[4, 40, 40\] \(T, H, W\) but its mask is \[4, 16, 16\]"):
         push_anonymized_dataset(wrong_layer, _repo("wrong-layer"), token=ALICE)
 
 
