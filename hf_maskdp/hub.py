@@ -286,7 +286,7 @@ def dataset_card(repo_id: str, anonymizer_info: dict | None, summary: dict, exis
 
 def _storage_description(formats: dict, info: dict) -> str:
     """The card's sentence on how clips are stored (format and quality; see hf_maskdp/storage.py)."""
-    from hf_maskdp.storage import DEFAULT_CRF, DEFAULT_PRESET
+    from hf_maskdp.storage import DEFAULT_CRF, DEFAULT_LAYER_CRF, DEFAULT_PRESET
 
     lines = []
     for version, count in sorted(formats.items()):
@@ -295,12 +295,14 @@ def _storage_description(formats: dict, info: dict) -> str:
             lines.append(f"- Storage format 1 ({clips}): `video` is lossless RGB H.264 (crf 0); public pixels "
                          "are read from it and decode exactly as rendered.")  # fmt: skip
         else:
-            crf, preset = info.get("crf", DEFAULT_CRF), info.get("preset", DEFAULT_PRESET)
+            crf, layer_crf = info.get("crf", DEFAULT_CRF), info.get("layer_crf", DEFAULT_LAYER_CRF)
+            preset = info.get("preset", DEFAULT_PRESET)
             lines.append(
-                f"- Storage format {version} ({clips}): `video` (the composite) and `avatar_layer` are H.264 yuv420p "
-                f"at crf {crf}, preset {preset} (lossy). The layer is the same frames with every sensitive pixel set "
-                "to grey *before* encoding, so its encoder never saw a real pixel; readers take public pixels from "
-                "the layer and sensitive ones from `video` (`hf_maskdp.read_anonymized_clip`)."
+                f"- Storage format {version} ({clips}): `video` (the composite) is H.264 yuv420p at crf {crf} and "
+                f"`avatar_layer` at crf {layer_crf}, preset {preset} (lossy). The layer is the same frames with every "
+                "sensitive pixel replaced (from public pixels only) *before* encoding, so its encoder never saw a real "
+                "pixel; readers take public pixels from the layer and sensitive ones from `video` "
+                "(`hf_maskdp.read_anonymized_clip`)."
             )
     return "\n".join(lines) or "- Storage format: not recorded."
 

@@ -4,8 +4,8 @@ Storage format 2 (what `encode_anonymized_clip` writes):
 
 | column | what | codec |
 |---|---|---|
-| `video` | the composite: what people watch, what the Hub viewer plays | H.264 yuv420p, `crf`/`preset` (lossy) |
-| `avatar_layer` | the same frames with every sensitive pixel replaced *before* encoding, from public pixels only (`avatar_layer`) | same (lossy) |
+| `video` | the composite: what people watch, what the Hub viewer plays | H.264 yuv420p, `crf` (18), `preset` (lossy) |
+| `avatar_layer` | the same frames with every sensitive pixel replaced *before* encoding, from public pixels only (`avatar_layer`) | same, at `layer_crf` (23) |
 | `sensitive_mask` | `True` = may carry real information | `packbits+zlib` (exact) |
 | `storage_format` | `2` | |
 
@@ -47,30 +47,39 @@ FORMAT_COLUMN = "storage_format"
 LAYER_COLUMN = "avatar_layer"
 LAYER_FILL = 128  # sensitive pixels of the layer away from the avatar's edge: mid grey, neutral chroma
 EDGE_FILL_RADIUS = 2  # sensitive pixels this close to a public one take the public pixels' colour (avatar_layer)
-DEFAULT_CRF = 18  # measured: scripts/bench_storage.py, docs/benchmarks.md
-DEFAULT_PRESET = "veryfast"
+DEFAULT_CRF = 18  # the composite: near transparent, what people watch (scripts/bench_storage.py, docs/benchmarks.md)
+DEFAULT_LAYER_CRF = 23  # public pixels still closer to the render than one crf-18 encoding of the whole clip gets them
+DEFAULT_PRESET = "veryfast"  # slower presets saved 1-3 % of the bytes at 2-3x the encode time
 LAYER_X264_PARAMS = "mbtree=0"  # see the module docstring: with mbtree, x264 output is not a function of its input
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
-def check_quality(crf: Any, preset: Any) -> None:
-    """ValueError unless `crf` is an x264 constant rate factor and `preset` an x264 preset."""
-    if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
-        raise ValueError(f"crf={crf!r}: choose an integer in [0, 51] (lower is better quality; 18 is near transparent)")
+def check_quality(crf: Any, preset: Any, layer_crf: Any = DEFAULT_LAYER_CRF) -> None:
+    """ValueError unless `crf` and `layer_crf` are x264 constant rate factors and `preset` an x264 preset."""
+    for name, value in (("crf", crf), ("layer_crf", layer_crf)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= 51:
+            raise ValueError(f"{name}={value!r}: choose an integer in [0, 51] (lower is better quality; 18 is near transparent)")
     if preset not in X264_PRESETS:
         raise ValueError(f"preset={preset!r}: choose one of {X264_PRESETS}")
 
 
 def encode_anonymized_clip(
-    frames: Any, sensitive_mask: Any, fps: float = 25.0, *, crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET
+    frames: Any,
+    sensitive_mask: Any,
+    fps: float = 25.0,
+    *,
+    crf: int = DEFAULT_CRF,
+    layer_crf: int = DEFAULT_LAYER_CRF,
+    preset: str = DEFAULT_PRESET,
 ) -> dict:
     """The storage columns of one anonymized row (format 2).
 
     `frames` uint8 `(T, H, W, 3)`, the anonymized composite; `sensitive_mask` bool `(T, H, W)`.
     Returns `{"video", "avatar_layer", "sensitive_mask", "storage_format"}`: the two videos as
-    `datasets.Video(decode=False)` values `{"path": None, "bytes": mp4}`, the mask packed.
+    `datasets.Video(decode=False)` values `{"path": None, "bytes": mp4}` (the composite at `crf`,
+    the layer at `layer_crf`, both x264 `preset`), the mask packed.
     """
-    check_quality(crf, preset)
+    check_quality(crf, preset, layer_crf)
     frames = load_video_frames(frames)
     mask = decode_mask(sensitive_mask)
     if mask.shape != frames.shape[:3]:
@@ -79,10 +88,11 @@ def encode_anonymized_clip(
             "pass one mask value per pixel of the clip"
         )
     layer = avatar_layer(frames, mask)  # the only input of the layer's encoder: no real pixel in it
-    options = {"fps": fps, "lossless": False, "crf": int(crf), "preset": preset}
+    options = {"fps": fps, "lossless": False, "preset": preset}
     return {
-        "video": {"path": None, "bytes": encode_video(_pad_even(frames), **options)},
-        LAYER_COLUMN: {"path": None, "bytes": encode_video(_pad_even(layer), x264_params=LAYER_X264_PARAMS, **options)},
+        "video": {"path": None, "bytes": encode_video(_pad_even(frames), crf=int(crf), **options)},
+        LAYER_COLUMN: {"path": None,
+                       "bytes": encode_video(_pad_even(layer), crf=int(layer_crf), x264_params=LAYER_X264_PARAMS, **options)},
         "sensitive_mask": encode_mask(mask),
         FORMAT_COLUMN: STORAGE_FORMAT,
     }

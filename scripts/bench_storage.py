@@ -17,8 +17,8 @@ by the real pipeline. For each group it prints:
   public pixels, on public pixels within 2 px of a sensitive one (the avatar's edge) and on
   sensitive pixels, next to the reference encoding's error on the same pixels.
 
-Then a sweep of the quality knobs (crf, preset) and of the layer's design choices on the real
-clips, and the picture of an avatar edge after lossy coding.
+Then a sweep of the quality knobs (crf, layer_crf, preset) and of the layer's design choices, and
+the picture of an avatar edge after lossy coding.
 """
 
 from __future__ import annotations
@@ -149,8 +149,10 @@ def bench_group(title, clips) -> None:
     print(f"{'format 1 (lossless), saved':34} | {b1 / 1e3:8.1f} | {b1 / ref:14.2f} | {1e3 * enc1 / n:9.1f} | {1e3 * dec1 / n:8.1f}")
     print(f"{'format 2 (composite+layer), saved':34} | {b2 / 1e3:8.1f} | {b2 / ref:14.2f} | {1e3 * enc2 / n:9.1f} | {1e3 * dec2 / n:8.1f}")
     print(f"{'format 2, public view (layer only)':34} | {'':>8} | {'':>14} | {'':>9} | {1e3 * pub2 / n:8.1f}")
+    core = parts["video"] + parts["avatar_layer"] + parts["sensitive_mask"]
     print(f"format 2 vs format 1: {b1 / b2:.1f}x smaller, encode {enc2 / enc1:.2f}x, read {dec2 / dec1:.2f}x the time; "
-          f"format 2 parts per clip (KB): " + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in parts.items()))  # fmt: skip
+          f"format 2 parts per clip (KB): " + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in parts.items())
+          + f"; video + layer + sensitive_mask alone: {core / ref:.2f}x")  # fmt: skip
     print(f"{'error vs anonymized frames':34} | {'public MAE':>10} | {'PSNR':>5} | {'edge MAE':>8} | {'PSNR':>5} | {'sensitive MAE':>13} | {'PSNR':>5}")
     for label, errs in (("format 2 read back", err2), ("reference lossy crf 18", err_ref)):
         cells = []
@@ -174,16 +176,24 @@ def layer_design(edge_fill_radius=None, x264_params=None):
         storage.EDGE_FILL_RADIUS, storage.LAYER_X264_PARAMS = saved
 
 
-def sweep(clips) -> None:
-    print("\n## Quality knobs and layer design (real clips; stored bytes = videos + masks, not the dataset files)")
-    print(f"{'setting':44} | {'x lossy crf 18':>14} | {'encode ms':>9} | {'public PSNR':>11} | {'edge PSNR':>9} | {'sens. PSNR':>10}")
-    ref = sum(len(reference(f, fps)[0]) for _, f, _, _, fps in clips)
-    cases = [("crf 18, veryfast (default)", {}, {}), ("crf 18, medium", {"preset": "medium"}, {}),
-             ("crf 18, slow", {"preset": "slow"}, {}), ("crf 23, veryfast", {"crf": 23}, {}),
-             ("crf 14, veryfast", {"crf": 14}, {}),
+def sweep(title, clips) -> None:
+    print(f"\n## Quality knobs and layer design, {title} (stored bytes = videos + both masks, not the dataset files)")
+    print(f"{'setting':48} | {'x lossy crf 18':>14} | {'encode ms':>9} | {'public PSNR':>11} | {'edge PSNR':>9} | {'sens. PSNR':>10}")
+    ref, ref_errs = 0, []
+    for _, frames, sensitive, _, fps in clips:
+        data, plain = reference(frames, fps)
+        ref += len(data)
+        ref_errs.append(errors(plain, frames, sensitive))
+    psnr = {k: np.mean([e[k][1] for e in ref_errs if np.isfinite(e[k][1])]) for k in ("public", "edge", "sensitive")}
+    print(f"{'reference: frames lossy crf 18, veryfast':48} | {1:14.2f} | {'':>9} | {psnr['public']:11.1f} | "
+          f"{psnr['edge']:9.1f} | {psnr['sensitive']:10.1f}")  # fmt: skip
+    cases = [("crf 18, layer crf 23, veryfast (default)", {}, {}),
+             ("crf 18, layer crf 18", {"layer_crf": 18}, {}), ("crf 18, layer crf 26", {"layer_crf": 26}, {}),
+             ("crf 18, layer crf 23, medium", {"preset": "medium"}, {}),
+             ("crf 23, layer crf 23", {"crf": 23}, {}),
              ("layer: grey fill, no edge fill", {}, {"edge_fill_radius": 0}),
              ("layer: edge fill radius 4", {}, {"edge_fill_radius": 4}),
-             ("layer: with mbtree (not a function of input)", {}, {"x264_params": "mbtree=1"})]  # fmt: skip
+             ("layer: with mbtree (not a function of its input)", {}, {"x264_params": "mbtree=1"})]  # fmt: skip
     for label, quality, design in cases:
         total, seconds, errs = 0, 0.0, []
         with layer_design(**design):
@@ -194,7 +204,7 @@ def sweep(clips) -> None:
                 seconds += t
                 errs.append(errors(read_anonymized_clip(row)[0], frames, sensitive))
         psnr = {k: np.mean([e[k][1] for e in errs if np.isfinite(e[k][1])]) for k in ("public", "edge", "sensitive")}
-        print(f"{label:44} | {total / ref:14.2f} | {1e3 * seconds / len(clips):9.1f} | {psnr['public']:11.1f} | "
+        print(f"{label:48} | {total / ref:14.2f} | {1e3 * seconds / len(clips):9.1f} | {psnr['public']:11.1f} | "
               f"{psnr['edge']:9.1f} | {psnr['sensitive']:10.1f}")  # fmt: skip
 
 
@@ -241,7 +251,8 @@ def main() -> None:
     bench_group("embedded action dataset (hf_maskdp.data)", embedded)
     bench_group("real photos (astronaut pan/zoom)", real)
     if not args.no_sweep:
-        sweep(real)
+        sweep("embedded", embedded)
+        sweep("real photos", real)
     picture(real[1], args.picture)
 
 

@@ -185,7 +185,7 @@ print("RESULT" + json.dumps(out))
                  "**`True` means the pixel may carry real-world", "MaskDP relies on `sensitive_mask`",
                  "The backgrounds are real", "Clips: 3", "Frames: 12", "People replaced: 4",
                  "`no_person`: 1, `ok`: 1, `partial`: 1", "non-commercial", "MaskDPTrainer",
-                 "Storage format 2 (3 clips)", "H.264 yuv420p at crf 18, preset veryfast", "hf_maskdp.read_anonymized_clip",
+                 "Storage format 2 (3 clips)", "H.264 yuv420p at crf 18 and `avatar_layer` at crf 23, preset veryfast", "hf_maskdp.read_anonymized_clip",
                  f'load_anonymized_dataset("{repo_id}"'):
         assert fact in text, fact
     # datasets' own metadata survived the card rewrite (it is what load_dataset reads the features from)

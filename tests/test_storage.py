@@ -113,11 +113,17 @@ def test_the_layer_is_made_of_public_pixels_only():
 def test_quality_knobs():
     shape = (6, 32, 48)
     frames, mask = _smooth_clip(shape), _avatar_mask(shape)
-    fine = encode_anonymized_clip(frames, mask, crf=10)
-    coarse = encode_anonymized_clip(frames, mask, crf=35, preset="ultrafast")
-    assert len(coarse["video"]["bytes"]) < len(fine["video"]["bytes"])
-    errors = [np.abs(read_anonymized_clip(row)[0].astype(int) - frames).mean() for row in (fine, coarse)]
-    assert errors[0] < errors[1]
+    fine = encode_anonymized_clip(frames, mask, crf=10, layer_crf=10)
+    coarse = encode_anonymized_clip(frames, mask, crf=35, layer_crf=35, preset="ultrafast")
+    for column in ("video", "avatar_layer"):
+        assert len(coarse[column]["bytes"]) < len(fine[column]["bytes"])
+    errors = [np.abs(read_anonymized_clip(row)[0].astype(int) - frames) for row in (fine, coarse)]
+    assert errors[0][mask].mean() < errors[1][mask].mean() and errors[0][~mask].mean() < errors[1][~mask].mean()
+    layer_only = encode_anonymized_clip(frames, mask, crf=10, layer_crf=35)
+    assert layer_only["video"]["bytes"] == fine["video"]["bytes"]
+    assert layer_only["avatar_layer"]["bytes"] == encode_anonymized_clip(frames, mask, layer_crf=35)["avatar_layer"]["bytes"]
+    with pytest.raises(ValueError, match=r"layer_crf=-1: choose an integer in \[0, 51\]"):
+        encode_anonymized_clip(frames, mask, layer_crf=-1)
     with pytest.raises(ValueError, match=r"crf=60: choose an integer in \[0, 51\]"):
         encode_anonymized_clip(frames, mask, crf=60)
     with pytest.raises(ValueError, match="preset='turbo': choose one of"):

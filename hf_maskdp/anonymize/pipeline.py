@@ -6,8 +6,8 @@
 
 Output columns: the anonymized clip replaces the input's video column (`video_column`, "video"
 by default), with `avatar_layer`, `sensitive_mask` and `storage_format` as
-`hf_maskdp.encode_anonymized_clip` writes them (lossy H.264 at `crf`/`preset`; read them back
-with `hf_maskdp.read_anonymized_clip`), plus `avatar_mask` (`hf_maskdp.video.encode_mask`),
+`hf_maskdp.encode_anonymized_clip` writes them (lossy H.264 at `crf`, `layer_crf`, `preset`; read
+them back with `hf_maskdp.read_anonymized_clip`), plus `avatar_mask` (`hf_maskdp.video.encode_mask`),
 `anonymization` (status) and `num_people`; the input's other columns pass through. `sensitive_mask` is False only on pixels fully covered by an avatar,
 whose colour comes from the render alone (see `composite.py`).
 
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from hf_maskdp.storage import (
-    DEFAULT_CRF, DEFAULT_PRESET, FORMAT_COLUMN, LAYER_COLUMN, STORAGE_FORMAT, check_quality, encode_anonymized_clip,
+    DEFAULT_CRF, DEFAULT_LAYER_CRF, DEFAULT_PRESET, FORMAT_COLUMN, LAYER_COLUMN, STORAGE_FORMAT, check_quality, encode_anonymized_clip,
     storage_features,
 )  # fmt: skip
 from hf_maskdp.video import encode_mask, load_video_frames, mask_feature, video_fps
@@ -80,8 +80,9 @@ class AnonymizerConfig:
     smplh_model_path: str | None = None  # body_model="smplh": the user's SMPL-H .npz (or SMPLH_MODEL_PATH)
     refiner: str | None = None  # a diffusers img2img model id or path; None = no refinement
     refiner_options: dict | str | None = field(default_factory=dict)  # RefinerConfig fields (a JSON string is fine)
-    crf: int = DEFAULT_CRF  # H.264 quality of the stored composite and avatar layer (lower = better, larger)
-    preset: str = DEFAULT_PRESET  # x264 preset: slower presets give smaller files for the same quality
+    crf: int = DEFAULT_CRF  # H.264 quality of the stored composite, what people watch (lower = better, larger)
+    layer_crf: int = DEFAULT_LAYER_CRF  # H.264 quality of the avatar layer, where public pixels are read from
+    preset: str = DEFAULT_PRESET  # x264 preset of both: slower presets give smaller files for the same quality
 
     def __post_init__(self):
         from hf_maskdp.anonymize.body import BODY_MODELS
@@ -105,7 +106,7 @@ class AnonymizerConfig:
             raise ValueError(f"min_fit_coverage={self.min_fit_coverage}: a fraction in [0, 1]")
         if self.max_resolution is not None and self.max_resolution < 16:
             raise ValueError(f"max_resolution={self.max_resolution} is too small; use >= 16 or None")
-        check_quality(self.crf, self.preset)
+        check_quality(self.crf, self.preset, self.layer_crf)
         self._check_smplh()
         self._check_refiner()
 
@@ -231,7 +232,8 @@ class AvatarAnonymizer:
                     "avatar_mask": empty, "anonymization": result.status, "num_people": result.num_people}  # fmt: skip
         sensitive = result.sensitive_mask if result.ok else np.ones(result.frames.shape[:3], bool)
         return {
-            **encode_anonymized_clip(result.frames, sensitive, fps=result.fps, crf=self.config.crf, preset=self.config.preset),
+            **encode_anonymized_clip(result.frames, sensitive, fps=result.fps, crf=self.config.crf,
+                                     layer_crf=self.config.layer_crf, preset=self.config.preset),
             "avatar_mask": encode_mask(result.avatar_mask),
             "anonymization": result.status,
             "num_people": result.num_people,
