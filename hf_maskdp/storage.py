@@ -24,10 +24,12 @@ The layer must be a function of its input frames, and libx264 (as PyAV bundles i
 with its macroblock-tree rate control (`mbtree`, on by default) identical frames were encoded to
 different bytes depending on what the process had encoded before (single-threaded too: it reads
 memory it did not write, which may have held real pixels). Hypothesis found such inputs within
-300 examples; with `mbtree=0` none in 2000. The layer is therefore encoded with `mbtree=0`
+300 examples; with `mbtree=0` none in 4500. Without mbtree, two runs in about 20 of the test file
+on a heavily loaded machine still gave different layer bytes, which points at thread timing; one
+encoder thread removes that. The layer is therefore encoded with `mbtree=0:threads=1`
 (`LAYER_X264_PARAMS`), and tests/test_storage.py checks that two clips differing only in
-sensitive pixels give byte-identical layers. The composite keeps mbtree (it is read only where
-`m = 1`, where anything goes).
+sensitive pixels give byte-identical layers. The composite keeps x264's defaults (it is read
+only where `m = 1`, where anything goes).
 
 yuv420p needs even sizes: odd-sized frames are padded by one row/column (repeating the last one)
 before encoding and cropped back to the mask's shape when reading.
@@ -50,7 +52,7 @@ EDGE_FILL_RADIUS = 2  # sensitive pixels this close to a public one take the pub
 DEFAULT_CRF = 18  # the composite: near transparent, what people watch (scripts/bench_storage.py, docs/benchmarks.md)
 DEFAULT_LAYER_CRF = 23  # public pixels still closer to the render than one crf-18 encoding of the whole clip gets them
 DEFAULT_PRESET = "veryfast"  # slower presets saved 1-3 % of the bytes at 2-3x the encode time
-LAYER_X264_PARAMS = "mbtree=0"  # see the module docstring: with mbtree, x264 output is not a function of its input
+LAYER_X264_PARAMS = "mbtree=0:threads=1"  # the layer's bytes must be a function of its frames: module docstring
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -108,17 +110,20 @@ def avatar_layer(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """
     import cv2
 
-    layer = np.where(mask[..., None], np.uint8(LAYER_FILL), frames)
-    if EDGE_FILL_RADIUS == 0 or mask.all() or not mask.any():
+    public_only = np.where(mask[..., None], np.uint8(0), frames)  # every real pixel is gone from here on
+    layer = public_only + np.uint8(LAYER_FILL) * mask[..., None].astype(np.uint8)
+    if EDGE_FILL_RADIUS == 0:
         return layer
-    window = (2 * EDGE_FILL_RADIUS + 1,) * 2
-    public = (~mask).astype(np.float32)
+    radius, window = EDGE_FILL_RADIUS, (2 * EDGE_FILL_RADIUS + 1,) * 2
     for t in np.flatnonzero(mask.any(axis=(1, 2)) & ~mask.all(axis=(1, 2))):
-        total = cv2.boxFilter(layer[t].astype(np.float32) * public[t][..., None], -1, window, normalize=False,
+        rows, cols = np.flatnonzero(~mask[t].all(axis=1)), np.flatnonzero(~mask[t].all(axis=0))
+        box = (slice(max(rows[0] - radius, 0), rows[-1] + radius + 1), slice(max(cols[0] - radius, 0), cols[-1] + radius + 1))
+        # sums over the window of public pixels (zero outside the box: all sensitive there)
+        total = cv2.boxFilter(public_only[t][box], cv2.CV_32F, window, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        count = cv2.boxFilter((~mask[t][box]).astype(np.uint8), cv2.CV_32F, window, normalize=False,
                               borderType=cv2.BORDER_CONSTANT)  # fmt: skip
-        count = cv2.boxFilter(public[t], -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        edge = mask[t] & (count > 0.5)
-        layer[t][edge] = np.clip(np.rint(total[edge] / count[edge][:, None]), 0, 255).astype(np.uint8)
+        edge = mask[t][box] & (count > 0.5)
+        layer[t][box][edge] = np.clip(np.rint(total[edge] / count[edge][:, None]), 0, 255).astype(np.uint8)
     return layer
 
 

@@ -215,7 +215,7 @@ def picture(clip, path: str) -> None:
     from scipy import ndimage
 
     name, frames, sensitive, avatar, fps = clip
-    t = len(frames) // 2
+    t = int(np.argmax((~sensitive).sum(axis=(1, 2))))  # the frame with the most avatar
     public = ~sensitive[t]
     edge = public & ndimage.binary_dilation(~public, np.ones((5, 5), bool))
     ys, xs = np.nonzero(edge)
@@ -253,7 +253,7 @@ def main() -> None:
     if not args.no_sweep:
         sweep("embedded", embedded)
         sweep("real photos", real)
-    picture(real[1], args.picture)
+    picture(max(real, key=lambda clip: (~clip[2]).mean()), args.picture)
 
 
 if __name__ == "__main__":
