@@ -358,7 +358,7 @@ def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, v
     for name, part in splits.items():
         check_mask_columns(part, where=f"{repo_id_or_path} [{name}]", verify_rows=verify_masks)
         if FORMAT_COLUMN not in part.column_names:
-            logger.info("%s [%s]: storage format 1 (lossless video, about 27x larger than format 2); it loads and "
+            logger.info("%s [%s]: storage format 1 (lossless video, 4-20x larger than format 2); it loads and "
                         "trains as before; re-anonymize to store it lossy", repo_id_or_path, name)  # fmt: skip
     return loaded.with_transform(DecodeMasks())
 

@@ -2,12 +2,11 @@
 
 Storage format 2 (what `encode_anonymized_clip` writes):
 
-| column | what | codec |
-|---|---|---|
-| `video` | the composite: what people watch, what the Hub viewer plays | H.264 yuv420p, `crf` (18), `preset` (lossy) |
-| `avatar_layer` | the same frames with every sensitive pixel replaced *before* encoding, from public pixels only (`avatar_layer`) | same, at `layer_crf` (23) |
-| `sensitive_mask` | `True` = may carry real information | `packbits+zlib` (exact) |
-| `storage_format` | `2` | |
+- `video`: the composite, what people watch and the Hub viewer plays; H.264 yuv420p at `crf` (18).
+- `avatar_layer`: the same frames with every sensitive pixel replaced *before* encoding, from
+  public pixels only (`avatar_layer()`); H.264 yuv420p at `layer_crf` (23).
+- `sensitive_mask`: `True` = may carry real information; `packbits+zlib`, exact.
+- `storage_format`: `2`.
 
 `read_anonymized_clip` composes `where(mask, composite, layer)`: sensitive pixels from the
 composite, public pixels from the layer. The layer's encoder never sees a real pixel (its input
@@ -18,7 +17,7 @@ decodes is a function of public inputs only. That is all MaskDP needs of public 
 
 Storage format 1 (before): `video` is lossless RGB H.264 (crf 0) and public pixels are read from
 it (they decode exactly as rendered). Rows without a `storage_format` column are format 1; they
-still load, at about 27x the size (docs/benchmarks.md).
+still load; they are 4-20x larger (docs/benchmarks.md).
 
 The layer must be a function of its input frames, and libx264 (as PyAV bundles it) is not quite:
 with its macroblock-tree rate control (`mbtree`, on by default) identical frames were encoded to

@@ -153,6 +153,7 @@ def bench_group(title, clips) -> None:
     print(f"format 2 vs format 1: {b1 / b2:.1f}x smaller, encode {enc2 / enc1:.2f}x, read {dec2 / dec1:.2f}x the time; "
           f"format 2 parts per clip (KB): " + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in parts.items())
           + f"; video + layer + sensitive_mask alone: {core / ref:.2f}x")  # fmt: skip
+    collator_difference(rows1, rows2)
     print(f"{'error vs anonymized frames':34} | {'public MAE':>10} | {'PSNR':>5} | {'edge MAE':>8} | {'PSNR':>5} | {'sensitive MAE':>13} | {'PSNR':>5}")
     for label, errs in (("format 2 read back", err2), ("reference lossy crf 18", err_ref)):
         cells = []
@@ -161,6 +162,20 @@ def bench_group(title, clips) -> None:
             psnr = np.mean([e[key][1] for e in errs if np.isfinite(e[key][1])])
             cells.append(f"{mae:>{13 if key == 'sensitive' else (10 if key == 'public' else 8)}.2f} | {psnr:5.1f}")
         print(f"{label:34} | " + " | ".join(cells))
+
+
+def collator_difference(rows1, rows2) -> None:
+    """What the model sees: `VideoClipCollator` (8 frames, 112 px, as the quickstart) on format 1 and 2 rows."""
+    from hf_maskdp.training.collator import VideoClipCollator
+
+    collator = VideoClipCollator(num_frames=8, image_size=112)
+    full, public = [], []
+    for a, b in zip(rows1, rows2):
+        full.append((collator([a])["pixel_values"] - collator([b])["pixel_values"]).abs().mean().item())
+        public.append((collator.public_batch([a])["pixel_values"] - collator.public_batch([b])["pixel_values"]).abs().mean().item())
+    scale = 255 / 2  # VideoMAE normalization: 0-255 -> -1..1
+    print(f"model input (collator pixel_values), format 2 vs format 1: mean |difference| {scale * np.mean(full):.2f} "
+          f"(full clip), {scale * np.mean(public):.2f} (public view), in 0-255 units")
 
 
 @contextmanager

@@ -7,8 +7,9 @@
 Output columns: the anonymized clip replaces the input's video column (`video_column`, "video"
 by default), with `avatar_layer`, `sensitive_mask` and `storage_format` as
 `hf_maskdp.encode_anonymized_clip` writes them (lossy H.264 at `crf`, `layer_crf`, `preset`; read
-them back with `hf_maskdp.read_anonymized_clip`), plus `avatar_mask` (`hf_maskdp.video.encode_mask`),
-`anonymization` (status) and `num_people`; the input's other columns pass through. `sensitive_mask` is False only on pixels fully covered by an avatar,
+them back with `hf_maskdp.read_anonymized_clip`), plus `avatar_mask`
+(`hf_maskdp.video.encode_mask`), `anonymization` (status) and `num_people`; the input's other
+columns pass through. `sensitive_mask` is False only on pixels fully covered by an avatar,
 whose colour comes from the render alone (see `composite.py`).
 
 Failure policy (`errors`): a clip where a *detected* person may still be visible (nobody found, a
@@ -40,9 +41,16 @@ from typing import Any
 import numpy as np
 
 from hf_maskdp.storage import (
-    DEFAULT_CRF, DEFAULT_LAYER_CRF, DEFAULT_PRESET, FORMAT_COLUMN, LAYER_COLUMN, STORAGE_FORMAT, check_quality, encode_anonymized_clip,
+    DEFAULT_CRF,
+    DEFAULT_LAYER_CRF,
+    DEFAULT_PRESET,
+    FORMAT_COLUMN,
+    LAYER_COLUMN,
+    STORAGE_FORMAT,
+    check_quality,
+    encode_anonymized_clip,
     storage_features,
-)  # fmt: skip
+)
 from hf_maskdp.video import encode_mask, load_video_frames, mask_feature, video_fps
 
 STATUS_OK, STATUS_NO_PERSON = "ok", "no_person"
