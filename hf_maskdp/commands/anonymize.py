@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 
+from hf_maskdp.storage import DEFAULT_CRF, DEFAULT_LAYER_CRF, DEFAULT_PRESET
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -39,6 +41,10 @@ def register(subparsers) -> None:
     parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument("--max-resolution", type=int, default=1920)
     parser.add_argument("--downscale", action="store_true", help="shrink clips above --max-resolution")
+    parser.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"H.264 quality of the stored clip (default {DEFAULT_CRF})")
+    parser.add_argument("--layer-crf", type=int, default=DEFAULT_LAYER_CRF,
+                        help=f"H.264 quality of the stored avatar layer (default {DEFAULT_LAYER_CRF})")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"x264 preset of the stored videos (default {DEFAULT_PRESET})")
     parser.add_argument("--num-proc", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--push-to-hub", metavar="REPO", help="also push the result to this Hub dataset repo (private)")
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         max_people=args.max_people,
         errors=args.errors, max_frames=args.max_frames, max_resolution=args.max_resolution, downscale=args.downscale,
         smplh_model_path=args.smplh_model_path, refiner=args.refiner,
-        refiner_options=refiner_options,
+        refiner_options=refiner_options, crf=args.crf, layer_crf=args.layer_crf, preset=args.preset,
     )  # fmt: skip
     anonymizer = AvatarAnonymizer(config)
     data = load_input(args.input, args.split, args.video_column)
