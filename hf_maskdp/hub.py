@@ -309,7 +309,11 @@ def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, v
     if kwargs.get("streaming"):
         raise ValueError("streaming=True is not supported: the masks are verified when loading; drop streaming=")
     path = Path(str(repo_id_or_path))
-    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
+    if path.is_dir() and (path / ".hf_maskdp" / "plan.json").is_file():  # a sharded run: its parquet shards
+        from hf_maskdp.anonymize.sharded import load_shards
+
+        loaded = load_shards(path, split)
+    elif path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
         loaded = datasets.load_from_disk(str(path))
         if split is not None:
             loaded = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
