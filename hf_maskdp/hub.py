@@ -297,7 +297,8 @@ def _as_dict(value) -> dict:
 
 
 def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, verify_masks: bool = True, **kwargs):
-    """Load an anonymized dataset from the Hub, a `save_to_disk` folder, or a data folder.
+    """Load an anonymized dataset from the Hub, a `save_to_disk` folder, a data folder, or the OUTPUT
+    of a sharded run (`hf-maskdp anonymize --tasks N`: its shards as one dataset, refused unfinished).
 
     Refuses (ValueError) a dataset whose `sensitive_mask` is missing or malformed; `verify_masks`
     decodes every row's masks once (set False for a quick schema-only check). The returned

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -94,6 +95,24 @@ def test_tasks_cover_every_row_exactly_once_in_order(sizes, tasks):
     assert len(names) == len(set(names))  # one file per (task, split): nothing overwrites another task's rows
 
 
+def test_progress_counts_earlier_tasks_as_done_and_rates_this_run_only(tmp_path):
+    from hf_maskdp.anonymize.sharded import ProgressMonitor, _write_json
+
+    plan = ShardPlan(input="x", split=None, video_column="video", tasks=4, splits={"train": 40}, keys_sha256="", anonymizer={})
+    monitor = ProgressMonitor(tmp_path, plan)
+    monitor.started = time.time() - 10  # this run began 10 s ago
+    folder = tmp_path / ".hf_maskdp/progress"
+    earlier, now = monitor.started - 100, monitor.started + 1
+    _write_json(folder / "00000.json", {"rank": 0, "clips": 10, "frames": 160, "done": True, "started": earlier})
+    _write_json(folder / "00001.json", {"rank": 1, "clips": 4, "frames": 64, "done": False, "started": earlier})  # killed
+    _write_json(folder / "00002.json", {"rank": 2, "clips": 5, "frames": 80, "done": False, "started": now})
+    snapshot = monitor.snapshot()
+    assert snapshot["clips"] == 15 and snapshot["total"] == 40  # the killed task's 4 clips will be redone
+    assert snapshot["fps"] == pytest.approx(8.0, rel=0.05)  # 80 frames this run in 10 s
+    assert snapshot["eta"] == pytest.approx(50.0, rel=0.05)  # 25 clips left at 0.5 clips/s
+    assert monitor.line().startswith("anonymize: 15/40 clips, 8.0 frames/s, ETA 00:00:")
+
+
 # --------------------------------------------------------------------------- a local run on 2 processes
 
 
@@ -116,6 +135,8 @@ def test_shards_load_as_one_dataset_in_input_order(finished_run, saved_dataset):
     ]  # fmt: skip
     assert not list((output / ".hf_maskdp/tmp").iterdir())
     assert "this run: 3 tasks (5 clips)" in result.stdout and "anonymized 5 clips" in result.stdout
+    progress = re.search(r"anonymize: 5/5 clips, ([\d.]+) frames/s, ETA 00:00:00", result.stderr)
+    assert progress and float(progress[1]) > 0  # the monitor's last line
     # The same map function as `hf-maskdp anonymize` without --tasks: the same rows come out.
     from hf_maskdp.anonymize.pipeline import AnonymizerConfig, AvatarAnonymizer
     from hf_maskdp.commands.anonymize import load_input
@@ -210,6 +231,7 @@ def test_a_run_killed_midway_resumes_without_duplicates_or_gaps(clip_folder, tmp
     redone = 4 - len(done_first)
     assert f"this run: {redone} tasks ({2 * redone} clips)" in again.stdout  # only the unfinished work
     assert f"{len(done_first)} of 4 tasks already complete (skipped)" in again.stdout
+    assert "anonymize: 8/8 clips" in again.stderr  # progress counts the earlier run's completed tasks
     after = files_state(output)
     assert {name: after[name] for name in kept} == kept  # completed shards untouched
     from hf_maskdp import load_anonymized_dataset
@@ -253,7 +275,7 @@ def test_slurm_job_array_description_runs_as_array_tasks(saved_dataset, tmp_path
     pickled = output / ".hf_maskdp/datatrove/executor.pik"
     command = next(line for line in script.splitlines() if "launch_pickled_pipeline" in line)
     assert command.startswith("srun") and command.endswith(f"launch_pickled_pipeline {pickled}")
-    assert "afterok:100" in (bin_dir / "job_1.args").read_text()
+    assert "#SBATCH --dependency=afterok:100" in (bin_dir / "job_1.sh").read_text()  # stats merge after the array
     assert not (output / "data").exists()  # submitted, nothing run here
 
     for task in ("0", "1"):  # what each array task runs on its node

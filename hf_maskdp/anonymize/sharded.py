@@ -150,8 +150,9 @@ class AnonymizeShard(PipelineStep):
         plan, output = self.plan, Path(self.output_dir)
         dataset, keys = _load(plan.input, plan.split, plan.video_column)
         found = {name: len(part) for name, part in dataset.items()}
-        if found != plan.splits:
-            raise ValueError(f"INPUT {plan.input} changed since the run was planned: rows {found}, planned {plan.splits}")
+        if found != plan.splits or keys_digest(keys) != plan.keys_sha256:  # e.g. files added on a node's view
+            raise ValueError(f"INPUT {plan.input} changed since the run was planned (rows {found}, planned {plan.splits}); "
+                             "restore it, or start a new OUTPUT")  # fmt: skip
         anonymizer = _anonymizer(plan.anonymizer)
         progress = TaskProgress(output, rank, sum(stop - start for _, start, stop in plan.ranges(rank)))
         temporary = output / STATE_DIR / "tmp"
@@ -193,7 +194,9 @@ class TaskProgress:
     def __init__(self, output: Path, rank: int, rows: int):
         self.path = output / STATE_DIR / "progress" / f"{rank:05d}.json"
         self.state = {"rank": rank, "rows": rows, "clips": 0, "frames": 0, "done": False, "pid": os.getpid(),
-                      "anonymizers_built_in_process": _BUILDS["anonymizers"], "started": time.time()}  # fmt: skip
+                      "anonymizers_built_in_process": _BUILDS["anonymizers"], "started": time.time(),
+                      "cpu_seconds": 0.0}  # fmt: skip
+        self._cpu_start = time.process_time()  # this process, all its threads (mediapipe runs several)
         _write_json(self.path, self.state)
 
     def update(self, clips: int, frames: int) -> None:
@@ -201,6 +204,7 @@ class TaskProgress:
         self.state["frames"] += frames
         self.state["anonymizers_built_in_process"] = _BUILDS["anonymizers"]
         self.state["updated"] = time.time()
+        self.state["cpu_seconds"] = time.process_time() - self._cpu_start
         _write_json(self.path, self.state)
 
     def finish(self) -> None:
@@ -252,7 +256,10 @@ class ProgressMonitor(threading.Thread):
             print(self.line(), file=self.stream, flush=True)
 
     def stop(self):
+        """Stop and print the last line (so every run reports its rate, however short)."""
         self._stop_event.set()
+        self.join()
+        print(self.line(), file=self.stream, flush=True)
 
 
 # --------------------------------------------------------------------------- the run
@@ -273,15 +280,21 @@ class ShardedRunResult:
 def plan_run(input: str, config, tasks: int, split: str | None = None) -> ShardPlan:
     if tasks < 1:
         raise ValueError(f"--tasks {tasks}: use at least 1 task")
+    if os.path.exists(input):  # tasks may run elsewhere (another working directory, another node)
+        input = os.path.abspath(input)
     dataset, keys = _load(input, split, config.video_column)
     all_keys = [key for name in dataset for key in keys[name]]
     duplicated = len(all_keys) - len(set(all_keys))
     if duplicated:
         raise ValueError(f"INPUT has {duplicated} rows whose {SOURCE_COLUMN!r} repeats another's: each row needs its own key")
-    digest = hashlib.sha256("\n".join(all_keys).encode()).hexdigest()
     return ShardPlan(input=input, split=split, video_column=config.video_column, tasks=tasks,
-                     splits={name: len(part) for name, part in dataset.items()}, keys_sha256=digest,
+                     splits={name: len(part) for name, part in dataset.items()}, keys_sha256=keys_digest(keys),
                      anonymizer=config.to_dict())  # fmt: skip
+
+
+def keys_digest(keys: dict[str, list[str]]) -> str:
+    """sha256 of every row's key, split by split, in order: the same rows in the same order."""
+    return hashlib.sha256("\n".join(f"{name}\t{key}" for name, part in keys.items() for key in part).encode()).hexdigest()
 
 
 def prepare_output(output_dir, plan: ShardPlan, overwrite: bool = False) -> None:
