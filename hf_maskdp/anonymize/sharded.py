@@ -232,7 +232,7 @@ class ProgressMonitor(threading.Thread):
         self.started = time.time()
         self._stop_event = threading.Event()
 
-    def snapshot(self) -> dict:
+    def snapshot(self, now: float | None = None) -> dict:
         done_before = clips = frames_now = 0
         for state in read_progress(self.output_dir).values():
             if state.get("started", 0) >= self.started:  # this run's work
@@ -240,14 +240,14 @@ class ProgressMonitor(threading.Thread):
                 frames_now += state["frames"]
             elif state.get("done"):  # completed by an earlier run
                 done_before += state["clips"]
-        elapsed = max(time.time() - self.started, 1e-9)
+        elapsed = max((now or time.time()) - self.started, 1e-9)
         remaining = self.plan.total_rows - done_before - clips
         rate = clips / elapsed
         return {"clips": done_before + clips, "total": self.plan.total_rows, "fps": frames_now / elapsed,
                 "eta": remaining / rate if rate > 0 else None}  # fmt: skip
 
-    def line(self) -> str:
-        s = self.snapshot()
+    def line(self, now: float | None = None) -> str:
+        s = self.snapshot(now)
         eta = "?" if s["eta"] is None else time.strftime("%H:%M:%S", time.gmtime(s["eta"]))
         return f"anonymize: {s['clips']}/{s['total']} clips, {s['fps']:.1f} frames/s, ETA {eta}"
 
@@ -476,7 +476,8 @@ def run_from_args(args, config) -> int:
     skipped = f"{len(result.completed_before)} of {result.tasks} tasks already complete (skipped)"
     if not result.complete:
         print(f"submitted {len(result.ran)} tasks ({result.clips_run} clips) to Slurm, {skipped}; logs in "
-              f"{logging_dir(args.output_dir)}. Run the same command again when the jobs end for the summary.")  # fmt: skip
+              f"{logging_dir(args.output_dir)}. Run the same command again when the jobs end: it prints the summary"
+              f"{' and pushes' if args.push_to_hub else ''} (or resubmits unfinished tasks).")  # fmt: skip
         return 0
     print(f"this run: {len(result.ran)} tasks ({result.clips_run} clips) in {result.seconds:.1f} s, {skipped}")
     print(format_summary(result.summary, args.output_dir))
