@@ -327,7 +327,8 @@ def _as_dict(value) -> dict:
 
 def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, verify_masks: bool = True,
                             trust_masks: bool = False, **kwargs):
-    """Load an anonymized dataset from the Hub, a `save_to_disk` folder, or a data folder.
+    """Load an anonymized dataset from the Hub, a `save_to_disk` folder, a data folder, or the OUTPUT
+    of a sharded run (`hf-maskdp anonymize --tasks N`: its shards as one dataset, refused unfinished).
 
     Refuses (ValueError) a dataset whose `sensitive_mask` is missing or malformed, and rows whose
     masks cannot be vouched for (`hf_maskdp.privacy.mask_checks`): no anonymizer provenance, or a
@@ -346,7 +347,11 @@ def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, v
     if kwargs.get("streaming"):
         raise ValueError("streaming=True is not supported: the masks are verified when loading; drop streaming=")
     path = Path(str(repo_id_or_path))
-    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
+    if path.is_dir() and (path / ".hf_maskdp" / "plan.json").is_file():  # a sharded run: its parquet shards
+        from hf_maskdp.anonymize.sharded import load_shards
+
+        loaded = load_shards(path, split)
+    elif path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
         loaded = datasets.load_from_disk(str(path))
         if split is not None:
             loaded = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded

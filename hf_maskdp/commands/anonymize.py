@@ -51,6 +51,19 @@ def register(subparsers) -> None:
     parser.add_argument("--public", action="store_true",
                         help="make the pushed repo public (warns: backgrounds and inpainted pixels are real footage)")
     parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
+    sharded = parser.add_argument_group(
+        "sharded, resumable runs (hf_maskdp/anonymize/sharded.py)",
+        "--tasks N cuts INPUT into N tasks, each writing OUTPUT_DIR/data/{split}-{task}-of-{N}.parquet; running the "
+        "same command again skips completed tasks and redoes the rest",
+    )
+    sharded.add_argument("--tasks", type=int, default=None, help="number of tasks (shards); default: one datasets.map")
+    sharded.add_argument("--workers", type=int, default=1, help="tasks running at once (processes, or Slurm/Ray tasks)")
+    sharded.add_argument("--executor", choices=["local", "slurm", "ray"], default="local",
+                         help="local process pool (default), a Slurm job array, or a Ray cluster (RAY_ADDRESS or local)")  # fmt: skip
+    sharded.add_argument("--slurm-partition", default=None)
+    sharded.add_argument("--slurm-time", default=None, help="time limit per array task (default 24:00:00)")
+    sharded.add_argument("--slurm-cpus-per-task", type=int, default=None, help="default 1")
+    sharded.add_argument("--slurm-mem-per-cpu-gb", type=int, default=None, help="default 4")
     parser.set_defaults(handler=run)
 
 
@@ -102,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
         smplh_model_path=args.smplh_model_path, refiner=args.refiner,
         refiner_options=refiner_options, crf=args.crf, layer_crf=args.layer_crf, preset=args.preset,
     )  # fmt: skip
+    if args.tasks is not None:
+        from hf_maskdp.anonymize.sharded import run_from_args
+
+        return run_from_args(args, config)
     anonymizer = AvatarAnonymizer(config)
     data = load_input(args.input, args.split, args.video_column)
     result = data.map(
