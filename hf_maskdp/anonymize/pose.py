@@ -181,6 +181,7 @@ class CropSearch:
         self.min_area = min_area
         self.crop_size = crop_size
         self.margin = margin
+        self.max_blobs = 4  # blobs searched per frame, largest first (each search is one pose run)
         self._graph = None
         self._check = None
 
@@ -245,7 +246,7 @@ class CropSearch:
         self.pose_graph()
         segmentation = self._check.evidence(frame[None], hands=False, faces=False)[0].segmentation & ~found
         people = []
-        for box, blob in self.blobs(segmentation, self.min_area):
+        for box, blob in self.blobs(segmentation, self.min_area)[: self.max_blobs]:
             person = self.find(frame if searched is None else searched, box, blob)
             if person is not None and not _inside(person, found):
                 people.append(person)

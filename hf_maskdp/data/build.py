@@ -194,7 +194,7 @@ def build_action_dataset(
 def save_action_dataset(dataset, output_dir, videos: bool = True) -> Path:
     """Save with `save_to_disk`; with `videos`, also write `videos/<split>/*.mp4` + metadata.csv.
 
-    The video folder is what `hf-maskdp anonymize` and `load_dataset("videofolder")` read.
+    The video folder is what `hf-maskdp anonymize` and `hf_maskdp.data.load_video_folder` read.
     """
     import csv
 
