@@ -6,7 +6,10 @@ read every output frame, and any real-person evidence on pixels no avatar covers
 left real, marked sensitive) makes the clip `residual_person: ...`, withheld by default:
 
 - person segmentation: mediapipe's legacy `selfie_segmentation` (landscape model), which finds
-  close-up and partly visible people that pose misses;
+  close-up and partly visible people that pose misses, but also calls a camera tripod or a
+  close-up coffee cup a person. So a segment counts only when BlazePose, run on a crop around
+  it (static-image mode, the avatars painted over from their surroundings), finds a person with
+  most landmarks on it (`pose.CropSearch`);
 - faces: BlazeFace full range (`face_detection`, model_selection=1), which misses turned faces,
   so it is never relied on alone;
 - hands: mediapipe `hands` (lite model).
@@ -47,7 +50,8 @@ class ResidualPersonCheck:
     Thresholds (tuned on the real clips in tests/data, see docs/benchmarks.md):
     `segmentation_threshold=0.5` on the model's soft mask; a person-segmentation blob counts when
     at least `min_area` (fraction of the frame, 0.3 %: a 12x19 px blob at 320x240) of it lies
-    outside the avatars (dilated by `avatar_margin` of the frame diagonal); a face or hand counts
+    outside the avatars (dilated by `avatar_margin` of the frame diagonal) and a pose is found on
+    it (up to `max_blobs` blobs per frame, largest first); a face or hand counts
     when at least `min_uncovered` (a quarter) of its box lies outside them. A face box above
     `close_up_face` of the frame is reported as a close-up that a body avatar cannot cover.
     """
@@ -117,9 +121,12 @@ class ResidualPersonCheck:
         found = []
         outside = evidence.segmentation & ~covered
         if outside.sum() >= self.min_area * height * width:
-            crops = self._crop_search()  # an avatar found in the crop lies on `covered`, not on the blob
+            crops = self._crop_search()
+            # The avatars are painted over from their surroundings first: otherwise the detector
+            # locks onto an avatar next to the real person (and grey would leave a person-shaped hole).
+            searched = cv2.inpaint(np.ascontiguousarray(frame), covered.astype(np.uint8), 3, cv2.INPAINT_TELEA)
             for box, blob in crops.blobs(outside, self.min_area)[: self.max_blobs]:
-                if crops.find(frame, box, blob) is not None:
+                if crops.find(searched, box, blob) is not None:
                     found.append("person (segmentation and pose)")
                     break
         for kind, boxes in (("face", evidence.faces), ("hand", evidence.hands)):
