@@ -92,6 +92,8 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
         prepare_output_dir(str(out), overwrite=False)
     with pytest.raises(ValueError, match="would delete INPUT"):
         prepare_output_dir(str(out), overwrite=True, input_path=str(out / "old_split"))
+    prepare_output_dir(str(out), overwrite=True, remove=False)  # the check alone removes nothing
+    assert (out / "old_split" / "data.arrow").exists()
     prepare_output_dir(str(out), overwrite=True)
     assert not out.exists()  # the old content is gone before anything is written
     (tmp_path / "empty").mkdir()

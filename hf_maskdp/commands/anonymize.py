@@ -115,9 +115,10 @@ def _with_source(part, split: str, id_column: str | None):
     return part.add_column("source", [f"{split}/{index}" for index in range(len(part))])
 
 
-def prepare_output_dir(output_dir: str, overwrite: bool, input_path: str | None = None) -> None:
+def prepare_output_dir(output_dir: str, overwrite: bool, input_path: str | None = None, remove: bool = True) -> None:
     """Refuse an existing, non-empty OUTPUT_DIR unless `overwrite`; with it, remove the old content
-    first (so no stale split folder survives). Never removes a folder that holds the input."""
+    first (so no stale split folder survives); `remove=False` only checks. Never removes a folder
+    that holds the input."""
     import shutil
 
     if not os.path.exists(output_dir) or (os.path.isdir(output_dir) and not os.listdir(output_dir)):
@@ -132,7 +133,8 @@ def prepare_output_dir(output_dir: str, overwrite: bool, input_path: str | None 
         inside = os.path.realpath(input_path)
         if inside == output or inside.startswith(output + os.sep):
             raise ValueError(f"--overwrite would delete INPUT {input_path!r}, which lies in OUTPUT_DIR {output_dir!r}")
-    shutil.rmtree(output_dir)
+    if remove:
+        shutil.rmtree(output_dir)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,8 +157,9 @@ def run(args: argparse.Namespace) -> int:
         refiner_options=refiner_options,
     )  # fmt: skip
     anonymizer = AvatarAnonymizer(config)
+    prepare_output_dir(args.output_dir, args.overwrite, args.input, remove=False)  # refuse before any work
     data = load_input(args.input, args.split, args.video_column, args.id_column)
-    prepare_output_dir(args.output_dir, args.overwrite, args.input)
+    prepare_output_dir(args.output_dir, args.overwrite, args.input)  # the input loaded: now replace the old output
     result = data.map(
         anonymizer, batched=True, batch_size=args.batch_size, num_proc=args.num_proc,
         features=anonymizer.features(next(iter(data.values())).features), desc="Anonymizing",
