@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["privacy", "anonymize", "train", "quickstart", "space"]
+COMMANDS = ["privacy", "anonymize", "train", "pretrain", "quickstart", "space"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,13 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"hf_maskdp.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"hf_maskdp.commands.{name}":
-                raise
-            continue  # command not built yet
-        module.register(subparsers)
+        importlib.import_module(f"hf_maskdp.commands.{name}").register(subparsers)
     return parser
 
 

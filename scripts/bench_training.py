@@ -116,7 +116,8 @@ def make_step(mode: str, device: str = "cpu"):
     args = MaskDPConfig(output_dir=tempfile.mkdtemp(), privacy_mode=privacy_mode,
                         noise_multiplier=1.0 if privacy_mode != "none" else None, private_batch_size=clips,
                         public_batch_size=BATCH, per_device_train_batch_size=clips, public_view=view or "fill",
-                        report_to="none", use_cpu=device == "cpu", dp_seed=0, learning_rate=1e-4)
+                        report_to="none", use_cpu=device == "cpu", dp_seed=0, learning_rate=1e-4,
+                        trust_masks=True)  # synthetic masks made here, not by the anonymizer
     trainer = MaskDPTrainer(model=_model(), args=args, train_dataset=rows, data_collator=collator)
     trainer.get_train_dataloader()
     trainer.create_optimizer()

@@ -81,3 +81,52 @@ def test_bad_rows_get_clear_errors():
         collator.public_batch([{"video": row["video"], "label": 0}])
     with pytest.raises(ValueError, match="no 'video' column"):
         collator([{"label": 0}])
+
+
+def test_format_2_rows_public_view_reads_the_layer_and_the_private_branch_the_composite():
+    from hf_maskdp import encode_anonymized_clip, read_anonymized_clip
+
+    rng = np.random.default_rng(3)
+    shape = (4, 24, 32)
+    yy, xx = np.mgrid[: shape[1], : shape[2]]
+    frames = np.stack([np.stack([xx * 7 + t, yy * 9, xx + yy], -1) for t in range(shape[0])]).astype(np.uint8)
+    mask = np.ones(shape, bool)
+    mask[:, 4:20, 8:20] = False  # the avatar
+    row = {**encode_anonymized_clip(frames, mask), "label": 1}
+    noise = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    swapped = {**row, "video": {"path": None, "bytes": encode_video(noise, lossless=False)}}  # another composite
+    collator = VideoClipCollator(num_frames=4, image_size=16)
+    assert torch.equal(collator.public_batch([row])["pixel_values"], collator.public_batch([swapped])["pixel_values"])
+    assert torch.equal(collator.public_batch([row])["pixel_values"], collator.public_batch([{**row, "video": None}])["pixel_values"])
+    full = collator([row])["pixel_values"]
+    assert not torch.equal(full, collator([swapped])["pixel_values"])  # the private branch reads the composite
+    expected = collator([{"video": read_anonymized_clip(row)[0], "sensitive_mask": mask, "label": 1}])["pixel_values"]
+    assert torch.equal(full, expected)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([0.05, 0.5]), st.sampled_from([(6, 20, 24), (5, 40, 30)]))
+def test_scene_fill_is_blind_to_sensitive_pixels(seed, density, shape):
+    """`public_fill="scene"`: sensitive pixels show a public scene drawn by the collator's own
+    generator; for the same seed the view is bit-identical whatever the sensitive pixels hold."""
+    rows = [_row(shape, density, seed), _row(shape, density, seed + 1)]
+    a = VideoClipCollator(num_frames=4, image_size=16, public_fill="scene", public_fill_seed=seed).public_batch(rows)
+    b = VideoClipCollator(num_frames=4, image_size=16, public_fill="scene", public_fill_seed=seed).public_batch(
+        randomize_sensitive(rows, seed + 7))
+    assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["sensitive_mask"], b["sensitive_mask"])
+
+
+def test_scene_fill_paints_public_photos_where_the_clip_is_sensitive():
+    row = _row((6, 32, 32), density=0.0)
+    mask = np.zeros((6, 32, 32), bool)
+    mask[:, :, :16] = True  # the left half is sensitive
+    row["sensitive_mask"] = encode_mask(mask)
+    scene = VideoClipCollator(num_frames=4, image_size=32, public_fill="scene", public_fill_seed=1).public_batch([row])
+    mean = VideoClipCollator(num_frames=4, image_size=32).public_batch([row])
+    left, right = (slice(None), slice(None), slice(None), slice(None), slice(0, 16)), (..., slice(17, 32))
+    assert (mean["pixel_values"][left] == 0).all() and scene["pixel_values"][left].std() > 0.02  # a photo, not a colour
+    assert torch.equal(scene["pixel_values"][right], mean["pixel_values"][right])  # public pixels untouched
+    other = VideoClipCollator(num_frames=4, image_size=32, public_fill="scene", public_fill_seed=2).public_batch([row])
+    assert not torch.equal(other["pixel_values"][left], scene["pixel_values"][left])  # the scene comes from the seed
+    with pytest.raises(ValueError, match="public_fill"):
+        VideoClipCollator(public_fill="blur")

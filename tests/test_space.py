@@ -95,6 +95,16 @@ def test_calibrated_noise_reaches_the_target_and_no_less_noise_does(space):
     assert "ε ≤ 2" in text
 
 
+def test_delta_above_one_over_n_is_warned_about(space):
+    _, client, _ = space
+    text, _ = client.predict(12, 4, 1, 1.0, 0.5, "rdp", api_name="/privacy_budget")
+    assert "**Warning:** delta=0.5 is larger than 1/N = 1/12" in text and "fails outright" in text
+    _, text = client.predict(12, 4, 1, 10.0, 0.5, "rdp", api_name="/calibrate_noise")
+    assert "larger than 1/N = 1/12" in text
+    text, _ = client.predict(12, 4, 1, 1.0, 1e-5, "rdp", api_name="/privacy_budget")
+    assert "Warning" not in text
+
+
 def test_privacy_budget_bad_input_is_a_clear_message(space):
     _, client, _ = space
     with pytest.raises(Exception, match="larger than the dataset"):
@@ -121,12 +131,12 @@ def test_anonymize_the_astronaut_example(space):
     assert np.abs(shown_original - source).mean() < 3  # display copy of the input (lossy, close)
 
     # The page shows what the map function computes: run it here on the same clip and compare.
+    from hf_maskdp import read_anonymized_clip
     from hf_maskdp.anonymize.pipeline import AvatarAnonymizer, AnonymizerConfig
-    from hf_maskdp.video import decode_mask
 
-    row = AvatarAnonymizer(AnonymizerConfig(body_model="mannequin", seed=0))({"video": [source]})
-    sensitive = decode_mask(row["sensitive_mask"][0])
-    expected = load_video_frames(row["video"][0]).astype(int)
+    out = AvatarAnonymizer(AnonymizerConfig(body_model="mannequin", seed=0))({"video": [source]})
+    expected, sensitive = read_anonymized_clip({key: values[0] for key, values in out.items()})
+    expected = expected.astype(int)
     assert f"public (avatar) pixels: {100 * (~sensitive).mean():.1f} %" in status
     assert np.abs(shown - expected).mean() < 3
     # The overlay tints exactly the sensitive pixels red.

@@ -5,9 +5,13 @@
     -> [refine, optional] -> composite -> encode
 
 Output columns: the anonymized clip replaces the input's video column (`video_column`, "video"
-by default; lossless mp4, `{"path", "bytes"}`), plus `sensitive_mask` and `avatar_mask`
-(`hf_maskdp.video.encode_mask`), `anonymization` (status) and `num_people`; the input's other
-columns pass through. `sensitive_mask` is False only on pixels fully covered by an avatar,
+by default), with `avatar_layer`, `sensitive_mask` and `storage_format` as
+`hf_maskdp.encode_anonymized_clip` writes them (lossy H.264 at `crf`, `layer_crf`, `preset`; read
+them back with `hf_maskdp.read_anonymized_clip`), plus `avatar_mask`
+(`hf_maskdp.video.encode_mask`), `anonymization` (status), `num_people` and `provenance` (package
+version, this config and the invariant `public ⊆ avatar` it guarantees, which the loader and the
+trainer check: `hf_maskdp.privacy.mask_checks`); the input's other columns pass through.
+`sensitive_mask` is False only on pixels fully covered by an avatar,
 whose colour comes from the render alone (see `composite.py`).
 
 Failure policy (`errors`): a clip where a person may still be visible (nobody found, a person
@@ -41,7 +45,19 @@ from typing import Any
 
 import numpy as np
 
-from hf_maskdp.video import encode_mask, encode_video, load_video_frames, mask_feature, video_feature, video_fps
+from hf_maskdp.privacy.mask_checks import PROVENANCE_COLUMN, anonymizer_provenance
+from hf_maskdp.storage import (
+    DEFAULT_CRF,
+    DEFAULT_LAYER_CRF,
+    DEFAULT_PRESET,
+    FORMAT_COLUMN,
+    LAYER_COLUMN,
+    STORAGE_FORMAT,
+    check_quality,
+    encode_anonymized_clip,
+    storage_features,
+)
+from hf_maskdp.video import encode_mask, load_video_frames, mask_feature, video_fps
 
 STATUS_OK, STATUS_NO_PERSON = "ok", "no_person"
 ERROR_POLICIES = ("withhold", "keep", "raise")
@@ -80,6 +96,9 @@ class AnonymizerConfig:
     smplh_model_path: str | None = None  # body_model="smplh": the user's SMPL-H .npz (or SMPLH_MODEL_PATH)
     refiner: str | None = None  # a diffusers img2img model id or path; None = no refinement
     refiner_options: dict | str | None = field(default_factory=dict)  # RefinerConfig fields (a JSON string is fine)
+    crf: int = DEFAULT_CRF  # H.264 quality of the stored composite, what people watch (lower = better, larger)
+    layer_crf: int = DEFAULT_LAYER_CRF  # H.264 quality of the avatar layer, where public pixels are read from
+    preset: str = DEFAULT_PRESET  # x264 preset of both: slower presets give smaller files for the same quality
 
     def __post_init__(self):
         from hf_maskdp.anonymize.body import BODY_MODELS
@@ -103,6 +122,7 @@ class AnonymizerConfig:
             raise ValueError(f"min_fit_coverage={self.min_fit_coverage}: a fraction in [0, 1]")
         if self.max_resolution is not None and self.max_resolution < 16:
             raise ValueError(f"max_resolution={self.max_resolution} is too small; use >= 16 or None")
+        check_quality(self.crf, self.preset, self.layer_crf)
         self._check_smplh()
         self._check_refiner()
 
@@ -206,7 +226,8 @@ class AvatarAnonymizer:
 
     def _batch(self, batch: dict) -> dict:
         column = self.config.video_column
-        out = {"video": [], "sensitive_mask": [], "avatar_mask": [], "anonymization": [], "num_people": []}
+        out = {"video": [], LAYER_COLUMN: [], "sensitive_mask": [], FORMAT_COLUMN: [], "avatar_mask": [],
+               "anonymization": [], "num_people": [], PROVENANCE_COLUMN: []}  # fmt: skip
         for i, video in enumerate(batch[column]):
             row = {key: values[i] for key, values in batch.items()}
             result = self.anonymize_clip(video, row)
@@ -223,16 +244,22 @@ class AvatarAnonymizer:
         if not keep:
             shape = (0, 0) if result.frames is None else result.frames.shape[1:3]
             empty = encode_mask(np.zeros((0, *shape), bool))
-            return {"video": None, "sensitive_mask": empty, "avatar_mask": empty,
-                    "anonymization": result.status, "num_people": result.num_people}  # fmt: skip
+            return {"video": None, LAYER_COLUMN: None, "sensitive_mask": empty, FORMAT_COLUMN: STORAGE_FORMAT,
+                    "avatar_mask": empty, "anonymization": result.status, "num_people": result.num_people,
+                    PROVENANCE_COLUMN: self._provenance()}  # fmt: skip
         sensitive = result.sensitive_mask if result.ok else np.ones(result.frames.shape[:3], bool)
         return {
-            "video": {"bytes": encode_video(result.frames, fps=result.fps), "path": None},
-            "sensitive_mask": encode_mask(sensitive),
+            **encode_anonymized_clip(result.frames, sensitive, fps=result.fps, crf=self.config.crf,
+                                     layer_crf=self.config.layer_crf, preset=self.config.preset),
             "avatar_mask": encode_mask(result.avatar_mask),
             "anonymization": result.status,
             "num_people": result.num_people,
+            PROVENANCE_COLUMN: self._provenance(),
         }
+
+    def _provenance(self) -> str:
+        """Who made this row and what it guarantees: every kept row has `public ⊆ avatar`."""
+        return anonymizer_provenance(self.config.to_dict())
 
     def features(self, input_features=None):
         """The output `datasets.Features` (pass as `map(features=...)` when the input's video
@@ -240,9 +267,10 @@ class AvatarAnonymizer:
         from datasets import Features, Value
 
         features = dict(input_features or {})
-        features[self.config.video_column] = video_feature()  # the anonymized clip, in place of the real one
-        features.update(sensitive_mask=mask_feature(), avatar_mask=mask_feature(),
-                        anonymization=Value("string"), num_people=Value("int32"))  # fmt: skip
+        stored = storage_features()
+        features[self.config.video_column] = stored.pop("video")  # the anonymized clip, in place of the real one
+        features.update(stored, avatar_mask=mask_feature(), anonymization=Value("string"), num_people=Value("int32"))
+        features[PROVENANCE_COLUMN] = Value("string")
         return Features(features)
 
     # ------------------------------------------------------------------ one clip

@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 
+from hf_maskdp.storage import DEFAULT_CRF, DEFAULT_LAYER_CRF, DEFAULT_PRESET
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -46,12 +48,29 @@ def register(subparsers) -> None:
     parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument("--max-resolution", type=int, default=1920)
     parser.add_argument("--downscale", action="store_true", help="shrink clips above --max-resolution")
+    parser.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"H.264 quality of the stored clip (default {DEFAULT_CRF})")
+    parser.add_argument("--layer-crf", type=int, default=DEFAULT_LAYER_CRF,
+                        help=f"H.264 quality of the stored avatar layer (default {DEFAULT_LAYER_CRF})")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"x264 preset of the stored videos (default {DEFAULT_PRESET})")
     parser.add_argument("--num-proc", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--push-to-hub", metavar="REPO", help="also push the result to this Hub dataset repo (private)")
     parser.add_argument("--public", action="store_true",
                         help="make the pushed repo public (warns: backgrounds and inpainted pixels are real footage)")
     parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
+    sharded = parser.add_argument_group(
+        "sharded, resumable runs (hf_maskdp/anonymize/sharded.py)",
+        "--tasks N cuts INPUT into N tasks, each writing OUTPUT_DIR/data/{split}-{task}-of-{N}.parquet; running the "
+        "same command again skips completed tasks and redoes the rest",
+    )
+    sharded.add_argument("--tasks", type=int, default=None, help="number of tasks (shards); default: one datasets.map")
+    sharded.add_argument("--workers", type=int, default=1, help="tasks running at once (processes, or Slurm/Ray tasks)")
+    sharded.add_argument("--executor", choices=["local", "slurm", "ray"], default="local",
+                         help="local process pool (default), a Slurm job array, or a Ray cluster (RAY_ADDRESS or local)")  # fmt: skip
+    sharded.add_argument("--slurm-partition", default=None)
+    sharded.add_argument("--slurm-time", default=None, help="time limit per array task (default 24:00:00)")
+    sharded.add_argument("--slurm-cpus-per-task", type=int, default=None, help="default 1")
+    sharded.add_argument("--slurm-mem-per-cpu-gb", type=int, default=None, help="default 4")
     parser.set_defaults(handler=run)
 
 
@@ -154,8 +173,12 @@ def run(args: argparse.Namespace) -> int:
         max_people=args.max_people,
         errors=args.errors, max_frames=args.max_frames, max_resolution=args.max_resolution, downscale=args.downscale,
         smplh_model_path=args.smplh_model_path, refiner=args.refiner,
-        refiner_options=refiner_options,
+        refiner_options=refiner_options, crf=args.crf, layer_crf=args.layer_crf, preset=args.preset,
     )  # fmt: skip
+    if args.tasks is not None:
+        from hf_maskdp.anonymize.sharded import run_from_args
+
+        return run_from_args(args, config)
     anonymizer = AvatarAnonymizer(config)
     prepare_output_dir(args.output_dir, args.overwrite, args.input, remove=False)  # refuse before any work
     data = load_input(args.input, args.split, args.video_column, args.id_column)

@@ -27,8 +27,10 @@ from transformers import Trainer, TrainerCallback
 from transformers.utils import logging
 
 from ..privacy import mechanism
+from ..privacy.mask_checks import check_masks
 from ..privacy.masks import has_public_content, token_mask
 from ..privacy.sampling import PoissonBatchSampler, ShuffledBatchSampler, make_generator, shard
+from .collator import check_labels
 from .config import MaskDPConfig
 
 PRIVACY_RECORD_NAME = "maskdp_privacy.json"
@@ -73,10 +75,14 @@ class MaskDPTrainer(Trainer):
         self.sample_rate: float | None = None  # q, set when the train loader is built
         self.noise_multiplier: float | None = args.noise_multiplier
         self._private_records = 0
+        self._mask_check = None  # what check_masks found on the train dataset (set before training)
         self.add_callback(_EpsilonBudget(self))
         if args.is_private and args.dp_seed is not None:
             logger.warning("dp_seed is set: whoever knows it can recompute the noise and the Poisson draws, "
                            "which voids the guarantee. Leave dp_seed=None outside tests.")
+        if args.uses_public_branch and args.trust_masks:
+            logger.warning("trust_masks=True: masks without the anonymizer's provenance are used on your word. MaskDP "
+                           "protects only what they mark sensitive; the privacy record and model card say so.")
 
     # ------------------------------------------------------------------ privacy accounting
 
@@ -123,13 +129,15 @@ class MaskDPTrainer(Trainer):
             "mask_column": args.mask_column if args.privacy_mode != "none" else None,
             "dataset_size": len(self.train_dataset) if self.train_dataset is not None else None,
             "world_size": args.world_size,
+            "trust_masks": args.trust_masks if args.uses_public_branch else None,
+            "fully_public_records": len(self._mask_check.fully_public) if self._mask_check is not None else None,
         }
 
     # ------------------------------------------------------------------ data
 
     def get_train_dataloader(self):
         """One item per optimizer step; also fixes q and sigma (calibrated to the planned steps)."""
-        from ..privacy.accounting import calibrate_noise_multiplier, compute_epsilon
+        from ..privacy.accounting import calibrate_noise_multiplier, compute_epsilon, delta_warning
 
         args, dataset = self.args, self.train_dataset
         if dataset is None:
@@ -144,6 +152,9 @@ class MaskDPTrainer(Trainer):
         else:
             private = []
         self._private_records = len(private)
+        warning = delta_warning(args.target_delta, len(private)) if args.is_private else None
+        if warning:
+            logger.warning(warning)
 
         if args.privacy_mode == "none":
             steps_per_epoch = math.ceil(num_records / args.private_batch_size)
@@ -225,6 +236,14 @@ class MaskDPTrainer(Trainer):
             )
         if self.args.privacy_mode == "maskdp":
             self._mask_values(dataset)
+        # Every row, before the first step: masks vouched for (docs/privacy.md) and of their clip's
+        # shape (container headers, no decoding), labels the model can take.
+        mask_check = check_masks(dataset, "train_dataset", trust_masks=self.args.trust_masks,
+                                 vouch=self.args.uses_public_branch, mask_column=self.args.mask_column,
+                                 video_column=column)
+        self._mask_check = mask_check if self.args.uses_public_branch else None
+        check_labels(dataset, getattr(self.model.config, "num_labels", None),
+                     getattr(self.data_collator, "label_column", "label"))
         rows = self._rows([0])
         self.data_collator(rows)
         if self.args.uses_public_branch:
