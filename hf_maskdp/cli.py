@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError, PermissionError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as err:
         # Bad input: one clear line, no traceback.
         print(f"hf-maskdp {args.command}: error: {err}", file=sys.stderr)
         return 2

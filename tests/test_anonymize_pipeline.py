@@ -168,7 +168,10 @@ def test_public_pixels_are_computed_from_public_inputs_only(astronaut_result):
     frames, tracks, _ = astronaut_result
     track = tracks[0]
     pose = {"keypoints_2d": track.keypoints_2d, "keypoints_3d": track.keypoints_3d, "visibility": track.visibility}
-    anonymizer = AvatarAnonymizer(pose_source="given", seed=3)
+    # Which pixels are public is the point here. These given poses carry no segmentation, so the
+    # erased region is the skeleton's and parts of the bulky spacesuit stay real: the residual
+    # check rightly withholds that clip (see test_real_footage.py), so it is off for this test.
+    anonymizer = AvatarAnonymizer(pose_source="given", seed=3, residual_check=False)
     other = pan_zoom(skimage_data.chelsea(), len(frames), frames.shape[1])  # a cat: different real pixels
     a = anonymizer.anonymize_clip(frames, {"pose": pose})
     b = anonymizer.anonymize_clip(other, {"pose": pose})

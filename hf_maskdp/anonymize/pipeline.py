@@ -14,11 +14,14 @@ trainer check: `hf_maskdp.privacy.mask_checks`); the input's other columns pass 
 `sensitive_mask` is False only on pixels fully covered by an avatar,
 whose colour comes from the render alone (see `composite.py`).
 
-Failure policy (`errors`): a clip where a *detected* person may still be visible (nobody found, a
-person without a pose in some frames after gap filling, a person who could not be fitted or whose
-avatar does not cover them, undecodable input) is never published as anonymized. A person the
-detector never finds (beyond `max_people`, or too small or unusual for mediapipe) stays in an
-`ok` clip, marked sensitive like every non-avatar pixel (docs/privacy.md, Sharp edges). "withhold"
+Failure policy (`errors`): a clip where a person may still be visible (nobody found, a person
+without a pose in some frames after gap filling, a person who could not be fitted or whose avatar
+does not cover them, undecodable input) is never published as anonymized. Before a clip is `ok`,
+an independent check (`residual.py`: person segmentation, faces, hands, on every output frame)
+looks for real people outside the avatars, such as someone the pose model never found; evidence
+makes the clip `residual_person: ...`. A person that neither the pose model nor the check sees
+(too small, too unusual) still stays in an `ok` clip, marked sensitive like every non-avatar
+pixel (docs/privacy.md, Sharp edges). "withhold"
 (default) writes `video=None` and empty masks with a status saying why; "keep" keeps the
 processed clip with an all-sensitive mask (a valid MaskDP record: nothing public);
 "raise" stops the map at the first such clip.
@@ -83,6 +86,8 @@ class AnonymizerConfig:
     min_fit_coverage: float = 0.35  # each avatar must cover this fraction of its person's segmentation (see _status)
     region_dilation: float = 0.02  # erase the person region grown by this fraction of the frame diagonal
     min_detection_confidence: float = 0.5
+    search_crops: bool = True  # mediapipe: search again in crops around person segmentation nobody explains
+    residual_check: bool = True  # independent detectors look for real people left outside the avatars (residual.py)
     focal_length: float | None = None  # pixels; default max(H, W) (~53 degrees across)
     max_frames: int | None = None  # read at most this many frames per clip
     max_resolution: int | None = 1920  # longest side accepted (a 4K clip is refused unless downscale)
@@ -198,11 +203,11 @@ class AvatarAnonymizer:
         elif overrides:
             config = AnonymizerConfig(**{**config.to_dict(), **overrides})
         self.config = config
-        self._pose = self._inpaint = self._refine = None
+        self._pose = self._inpaint = self._refine = self._residual = None
         self._renderers: dict = {}
 
     def __getstate__(self):  # models are per process: never pickled, rebuilt lazily
-        return {"config": self.config, "_pose": None, "_inpaint": None, "_refine": None, "_renderers": {}}
+        return {"config": self.config, "_pose": None, "_inpaint": None, "_refine": None, "_residual": None, "_renderers": {}}
 
     def __repr__(self):
         return f"AvatarAnonymizer({self.config!r})"
@@ -296,7 +301,10 @@ class AvatarAnonymizer:
         with _timed(timings, "tracking"):
             tracks = [smooth(fill_gaps(track, cfg.max_gap), cfg.smoothing_sigma) for track in tracks]
         if not tracks:
-            return AnonymizedClip(STATUS_NO_PERSON, frames, avatar_mask=np.zeros(shape, bool), fps=fps, timings=dict(timings))
+            nobody = np.zeros(shape, bool)
+            with _timed(timings, "residual_check"):  # someone the pose model never found: say so
+                status = self._residual_status(frames, nobody) or STATUS_NO_PERSON
+            return AnonymizedClip(status, frames, avatar_mask=nobody, fps=fps, timings=dict(timings))
         K = default_intrinsics(shape[2], shape[1], cfg.focal_length)
         identities = [identity_seed(cfg.seed, i, track) for i, track in enumerate(tracks)]
         appearances = [Appearance.sample(np.random.default_rng(identity)) for identity in identities]
@@ -305,7 +313,8 @@ class AvatarAnonymizer:
         with _timed(timings, "render"):
             renders = self._render(meshes, K, shape)
         with _timed(timings, "inpaint"):
-            background = self._inpainter()(frames, self._person_region(shape, tracks))
+            erased = self._person_region(shape, tracks)
+            background = self._inpainter()(frames, erased)
         refiner = self._refiner()
         if refiner is not None:
             with _timed(timings, "refine"):  # mesh i of frame t is person people[t][i]
@@ -321,6 +330,10 @@ class AvatarAnonymizer:
                         sensitive[t] |= refiner.sensitive_pixels(render)
 
         status = _status(tracks, fitted, avatar, cfg.min_fit_coverage)
+        if status == STATUS_OK:
+            with _timed(timings, "residual_check"):
+                painted = erased & np.array([render is not None for render in renders])[:, None, None]
+                status = self._residual_status(output, avatar, painted) or STATUS_OK
         refined_by = None if refiner is None else f"{cfg.refiner} (context={refiner.config.context})"
         return AnonymizedClip(status, output, sensitive, avatar, len(tracks), identities, fps, dict(timings), refined_by)
 
@@ -389,12 +402,23 @@ class AvatarAnonymizer:
             region |= person_region(track, shape, self.config.region_dilation)
         return region
 
+    def _residual_status(self, frames: np.ndarray, avatar: np.ndarray, erased: np.ndarray | None = None) -> str | None:
+        """`residual_person: ...` when the independent detectors see a real person outside the avatars."""
+        if not self.config.residual_check:
+            return None
+        if self._residual is None:
+            from hf_maskdp.anonymize.residual import ResidualPersonCheck
+
+            self._residual = ResidualPersonCheck()
+        return self._residual.check(frames, avatar, erased)
+
     def _pose_source(self):
         if self._pose is None:
             from hf_maskdp.anonymize.pose import make_pose_source
 
             cfg = self.config
-            self._pose = make_pose_source(cfg.pose_source, cfg.pose_column, cfg.min_detection_confidence, cfg.max_people)
+            self._pose = make_pose_source(cfg.pose_source, cfg.pose_column, cfg.min_detection_confidence, cfg.max_people,
+                                          cfg.search_crops)  # fmt: skip
         return self._pose
 
     def _inpainter(self):
