@@ -12,6 +12,8 @@ demo: $(STAMP)
 	$(BIN)/hf-maskdp quickstart
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 install: $(STAMP)
