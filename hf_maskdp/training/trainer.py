@@ -318,6 +318,18 @@ class MaskDPTrainer(Trainer):
                            f"{saved['planned_steps']} (sigma was chosen for them): training stops there")
         return min(planned, saved["planned_steps"])
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """The checkpoint's weights, all of them. The stock loader reads the file's keys as they are,
+        but `save_pretrained` renames some (VideoMAE's `query.bias` is saved as `q_bias`), which it
+        would skip with a warning: load through `from_pretrained`, which maps them back, and copy strictly."""
+        from transformers import PreTrainedModel
+
+        model = model if model is not None else self.model
+        if not isinstance(model, PreTrainedModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(saved.state_dict(), strict=True)
+
     def _init_training_state(self, *args, **kwargs):
         """The stock state (global step, logs) from the checkpoint, without replaying its batches:
         a resumed run draws fresh Poisson batches for its remaining steps (`get_train_dataloader`)."""
