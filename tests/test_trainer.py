@@ -304,7 +304,8 @@ def test_train_command_saves_and_pushes_privately(hub, tmp_path, monkeypatch, ca
     assert main(base) == 2
     assert "needs --target-epsilon or --noise-multiplier" in capsys.readouterr().err
     monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
-    assert main([*base, "--noise-multiplier", "1.0", "--eval-split", "test", "--push-to-hub", "alice/cli-maskdp"]) == 0
+    assert main([*base, "--noise-multiplier", "1.0", "--eval-split", "test", "--push-to-hub", "alice/cli-maskdp",
+                 "--workers", "1", "--bf16"]) == 0  # a worker decodes the steps; bf16 autocast
     assert "train: skipping 1 of 5 clips withheld by the anonymizer" in capsys.readouterr().out
     record = json.loads((out / "maskdp_privacy.json").read_text())
     assert record["steps"] == 2 and record["epsilon"] == compute_epsilon(0.5, 1.0, steps=2, delta=1e-5)

@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micro-batch-size", type=int, default=8, help="examples per forward (memory)")
     parser.add_argument("--public-view", default=None, choices=["fill", "drop"])
     parser.add_argument("--stop-at-epsilon", type=float, default=None)
-    parser.add_argument("--epochs", type=float, default=5.0)
+    parser.add_argument("--epochs", type=float, default=5.0,
+                        help="steps = ceil(epochs / q), as in `hf-maskdp privacy calibrate --epochs`")
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--model", default=None, help="VideoMAE checkpoint (path or Hub id); default: a small "
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden-size", type=int, default=192)
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is available")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader worker processes that decode the next steps' clips (default 0: in the loop)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (per-example norms stay fp32)")
     parser.add_argument("--push-to-hub", metavar="REPO", default=None)
     parser.add_argument("--public", action="store_true", help="make the pushed repo public (default: private)")
 
@@ -120,7 +124,8 @@ def run(args) -> int:
         per_device_eval_batch_size=args.micro_batch_size, public_view=args.public_view or DEFAULT_PUBLIC_VIEW,
         stop_at_epsilon=args.stop_at_epsilon, num_train_epochs=args.epochs, max_steps=args.max_steps,
         learning_rate=args.learning_rate, save_strategy="no", eval_strategy="epoch" if evaluation else "no",
-        logging_steps=1, report_to="none", use_cpu=args.cpu or not torch.cuda.is_available())
+        logging_steps=1, report_to="none", use_cpu=args.cpu or not torch.cuda.is_available(),
+        dataloader_num_workers=args.workers, bf16=args.bf16)
     collator = VideoClipCollator(num_frames=model.config.num_frames, image_size=model.config.image_size)
     trainer = MaskDPTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
                             data_collator=collator)

@@ -1,9 +1,11 @@
 """`MaskDPTrainer`: a `transformers.Trainer` that fine-tunes a video classifier under MaskDP.
 
 One optimizer step (MASKDP.md, algorithm) is one item of the train loader:
-`{"private": [indices], "public": [indices]}` drawn by the samplers in `hf_maskdp.privacy`.
-`training_step` turns it into `p.grad = lambda_priv G_priv + lambda_pub G_pub`; the stock loop
-then runs the optimizer, scheduler, callbacks, logging and checkpoints.
+`{"private": [indices], "public": [indices]}` drawn in the main process by the samplers in
+`hf_maskdp.privacy`, plus those rows' collated micro-batches, which DataLoader workers decode
+(`dataloader_num_workers`). `training_step` turns it into `p.grad = lambda_priv G_priv +
+lambda_pub G_pub`; the stock loop then runs the optimizer, scheduler, callbacks, logging and
+checkpoints. Each checkpoint also holds the privacy state that `resume_from_checkpoint` restores.
 
 The Trainer owns its data loader, model wrapping and loss reduction, because the stock ones
 break DP (measured, DEPENDENCIES.md): it re-samples and re-shards batches, rescales the loss by
