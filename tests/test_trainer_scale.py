@@ -205,6 +205,11 @@ def test_resume_stops_at_the_planned_steps_and_refuses_another_configuration(tmp
     longer = _resumable(tmp_path, rows, num_train_epochs=4)  # asks for 16 steps; sigma was chosen for 8
     longer.train(resume_from_checkpoint=checkpoint)
     assert longer.state.global_step == 8 and longer.privacy_spent()[0] == planned_eps
+    with pytest.raises(ValueError, match="already took 8 steps of the 8 planned"):
+        _resumable(tmp_path, rows).train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-8"))
+    spent = first.privacy_spent(3)[0]
+    with pytest.raises(ValueError, match="step 4 would already spend.*the budget is spent"):
+        _resumable(tmp_path, rows, stop_at_epsilon=spent * 1.001).train(resume_from_checkpoint=checkpoint)
 
     fresh = tiny_model(seed=7)
     before = _weights(fresh)

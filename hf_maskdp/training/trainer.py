@@ -210,11 +210,13 @@ class MaskDPTrainer(Trainer):
                 args.target_epsilon, self.sample_rate, steps=planned, delta=args.target_delta,
                 accountant=args.accountant)
         if private and args.stop_at_epsilon is not None:
-            first = compute_epsilon(self.sample_rate, self.noise_multiplier, steps=1, delta=args.target_delta,
-                                    accountant=args.accountant)
+            taken = self._resumed["steps"] if self._resumed is not None else 0
+            first = compute_epsilon(self.sample_rate, self.noise_multiplier, steps=taken + 1,
+                                    delta=args.target_delta, accountant=args.accountant)
             if first > args.stop_at_epsilon:
-                raise ValueError(f"one step already spends epsilon={first:.3g} > stop_at_epsilon="
-                                 f"{args.stop_at_epsilon}; raise the budget or the noise")
+                raise ValueError(f"{'one step' if not taken else f'step {taken + 1}'} would already spend "
+                                 f"epsilon={first:.3g} > stop_at_epsilon={args.stop_at_epsilon}; "
+                                 f"{'raise the budget or the noise' if not taken else 'the budget is spent'}")
         self.planned_steps = planned
 
     def get_train_dataloader(self):
@@ -318,7 +320,11 @@ class MaskDPTrainer(Trainer):
         if planned > saved["planned_steps"]:
             logger.warning(f"the resumed run asks for {planned} steps but the checkpoint's run planned "
                            f"{saved['planned_steps']} (sigma was chosen for them): training stops there")
-        return min(planned, saved["planned_steps"])
+        planned = min(planned, saved["planned_steps"])
+        if saved["steps"] >= planned:
+            raise ValueError(f"the checkpoint already took {saved['steps']} steps of the {planned} planned: "
+                             "nothing is left to train (a further step would spend more than the plan)")
+        return planned
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """The checkpoint's weights, all of them. The stock loader reads the file's keys as they are,
