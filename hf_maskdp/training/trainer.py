@@ -65,20 +65,10 @@ class MaskDPTrainer(Trainer):
                 f"privacy_mode={args.privacy_mode!r} needs a collator with public_batch(rows) "
                 "(VideoClipCollator) to build public views"
             )
-        if kwargs.get("compute_loss_func") is not None:
-            raise ValueError(
-                "compute_loss_func is not supported: the private branch needs a sum of per-example losses, which "
-                "MaskDPTrainer computes itself (cross-entropy; set label_smoothing_factor for smoothing)")
-        if type(self).compute_loss is not Trainer.compute_loss:
-            raise ValueError(
-                f"{type(self).__name__} overrides compute_loss, which MaskDPTrainer never calls for training (the "
-                "private branch needs per-example losses); override _loss_sum(pixel_values, labels) instead")
+        self._refuse_custom_losses(kwargs.get("compute_loss_func"))
         super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, **kwargs)
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            raise ValueError(
-                "DeepSpeed and FSDP shard the model, so per-example gradients cannot be computed and clipped; "
-                "launch plain data-parallel processes (`accelerate launch --multi_gpu`) instead")
+        self._refuse_sharding()
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched != self.args.world_size:
             raise ValueError(
@@ -103,6 +93,26 @@ class MaskDPTrainer(Trainer):
         if args.is_private and args.dp_seed is not None:
             logger.warning("dp_seed is set: whoever knows it can recompute the noise and the Poisson draws, "
                            "which voids the guarantee. Leave dp_seed=None outside tests.")
+
+    # ------------------------------------------------------------------ refused Trainer features
+    # (the TrainingArguments ones are refused in MaskDPConfig._refuse_unsupported_features)
+
+    def _refuse_custom_losses(self, compute_loss_func) -> None:
+        if compute_loss_func is not None:
+            raise ValueError(
+                "compute_loss_func is not supported: the private branch needs a sum of per-example losses, which "
+                "MaskDPTrainer computes itself (cross-entropy; set label_smoothing_factor for smoothing)")
+        if type(self).compute_loss is not Trainer.compute_loss:
+            raise ValueError(
+                f"{type(self).__name__} overrides compute_loss, which MaskDPTrainer never calls for training (the "
+                "private branch needs per-example losses); override _loss_sum(pixel_values, labels) instead")
+
+    def _refuse_sharding(self) -> None:
+        """DeepSpeed or FSDP set up by the launcher (accelerate's config), not only by the arguments."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            raise ValueError(
+                "DeepSpeed and FSDP shard the model, so per-example gradients cannot be computed and clipped; "
+                "launch plain data-parallel processes (`accelerate launch --multi_gpu`) instead")
 
     # ------------------------------------------------------------------ privacy accounting
 
