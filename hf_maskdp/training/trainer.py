@@ -267,7 +267,7 @@ class MaskDPTrainer(Trainer):
         workers = args.dataloader_num_workers
         return DataLoader(
             _StepBatches(dataset, self.data_collator, args.per_device_train_batch_size, args.uses_public_branch),
-            sampler=_StepLoader(dataset, private_sampler, public_sampler, steps_per_epoch),
+            sampler=_StepSampler(dataset, private_sampler, public_sampler, steps_per_epoch),
             batch_size=None, collate_fn=_as_is, num_workers=workers,
             pin_memory=args.dataloader_pin_memory and args.device.type == "cuda",
             prefetch_factor=args.dataloader_prefetch_factor if workers else None,
@@ -634,7 +634,7 @@ def _as_is(step: dict) -> dict:
     return step  # the step is collated already (a module-level function: workers may need to pickle it)
 
 
-class _StepLoader:
+class _StepSampler:
     """Sampler of the step loader: yields each step's index sets, in the main process."""
 
     def __init__(self, dataset, private_sampler, public_sampler, steps: int):
