@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["privacy", "anonymize", "train", "quickstart", "space"]
+COMMANDS = ["privacy", "anonymize", "train", "pretrain", "quickstart", "space"]
 
 
 def build_parser() -> argparse.ArgumentParser:

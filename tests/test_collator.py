@@ -81,3 +81,31 @@ def test_bad_rows_get_clear_errors():
         collator.public_batch([{"video": row["video"], "label": 0}])
     with pytest.raises(ValueError, match="no 'video' column"):
         collator([{"label": 0}])
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([0.05, 0.5]), st.sampled_from([(6, 20, 24), (5, 40, 30)]))
+def test_scene_fill_is_blind_to_sensitive_pixels(seed, density, shape):
+    """`public_fill="scene"`: sensitive pixels show a public scene drawn by the collator's own
+    generator; for the same seed the view is bit-identical whatever the sensitive pixels hold."""
+    rows = [_row(shape, density, seed), _row(shape, density, seed + 1)]
+    a = VideoClipCollator(num_frames=4, image_size=16, public_fill="scene", public_fill_seed=seed).public_batch(rows)
+    b = VideoClipCollator(num_frames=4, image_size=16, public_fill="scene", public_fill_seed=seed).public_batch(
+        randomize_sensitive(rows, seed + 7))
+    assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["sensitive_mask"], b["sensitive_mask"])
+
+
+def test_scene_fill_paints_public_photos_where_the_clip_is_sensitive():
+    row = _row((6, 32, 32), density=0.0)
+    mask = np.zeros((6, 32, 32), bool)
+    mask[:, :, :16] = True  # the left half is sensitive
+    row["sensitive_mask"] = encode_mask(mask)
+    scene = VideoClipCollator(num_frames=4, image_size=32, public_fill="scene", public_fill_seed=1).public_batch([row])
+    mean = VideoClipCollator(num_frames=4, image_size=32).public_batch([row])
+    left, right = (slice(None), slice(None), slice(None), slice(None), slice(0, 16)), (..., slice(17, 32))
+    assert (mean["pixel_values"][left] == 0).all() and scene["pixel_values"][left].std() > 0.02  # a photo, not a colour
+    assert torch.equal(scene["pixel_values"][right], mean["pixel_values"][right])  # public pixels untouched
+    other = VideoClipCollator(num_frames=4, image_size=32, public_fill="scene", public_fill_seed=2).public_batch([row])
+    assert not torch.equal(other["pixel_values"][left], scene["pixel_values"][left])  # the scene comes from the seed
+    with pytest.raises(ValueError, match="public_fill"):
+        VideoClipCollator(public_fill="blur")

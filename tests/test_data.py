@@ -143,3 +143,51 @@ def test_generate_clip_gives_one_row():
     assert clip["person_mask"].shape == (4, 48, 48) and clip["person_mask"].any()
     with pytest.raises(ValueError, match="unknown action"):
         generate_clip(label="moonwalk")
+
+
+def test_public_corpus_is_disjoint_from_the_private_data():
+    """The pretraining corpus shares no action, scene or person with the private data."""
+    from hf_maskdp.data.actions import PUBLIC_ACTION_NAMES
+    from hf_maskdp.data.backgrounds import PUBLIC_BACKGROUND_NAMES
+    from hf_maskdp.data.build import identity_appearance
+    from hf_maskdp.pretrain import PretrainConfig, public_corpus_config
+
+    assert not set(PUBLIC_ACTION_NAMES) & set(ACTION_NAMES) and len(PUBLIC_ACTION_NAMES) == 6
+    assert not set(PUBLIC_BACKGROUND_NAMES) & set(BACKGROUND_NAMES)
+    corpus = public_corpus_config(PretrainConfig())
+    assert corpus.action_names == PUBLIC_ACTION_NAMES and set(corpus.scenes) == set(PUBLIC_BACKGROUND_NAMES)
+    private_looks = {repr(identity_appearance(i, 0, pool=0)) for i in range(8)}
+    public_looks = {repr(identity_appearance(i, 0, pool=corpus.identity_pool)) for i in range(corpus.num_identities)}
+    assert corpus.identity_pool != 0 and not private_looks & public_looks
+    data = build_action_dataset(seed=0, vocabulary="public", scenes=PUBLIC_BACKGROUND_NAMES, identity_pool=1,
+                                **{**TINY, "num_train": 6, "num_test": 1})
+    assert data["train"].features["label"].names == list(PUBLIC_ACTION_NAMES)
+    assert set(data["train"]["background"]) <= set(PUBLIC_BACKGROUND_NAMES)
+
+
+def test_every_public_action_moves_the_body():
+    from hf_maskdp.data.actions import PUBLIC_ACTIONS
+
+    rest = make_body_model().rest_joints()
+    for name, action in PUBLIC_ACTIONS.items():
+        poses = [posture_to_body_pose(action(phase, 1.0), rest) for phase in np.linspace(0, 2 * np.pi, 9)]
+        assert np.ptp(np.stack(poses), axis=0).max() > 0.3, name  # some joint turns by > 0.3 rad over a repetition
+
+
+def test_one_scene_regime_and_framing():
+    """The `ntu` regime films every action in one scene; people fill the asked share of the frame."""
+    data = build_action_dataset(seed=1, scenes=("living_room",), background_bias=0.0, person_height=(0.85, 0.9),
+                                **TINY)
+    assert set(data["train"]["background"]) == {"living_room"}
+    for row in data["train"]:
+        rows_with_person = np.nonzero(decode_mask(row["person_mask"]).any(2))[1]
+        assert rows_with_person.max() - rows_with_person.min() + 1 >= 0.7 * 64
+
+
+@pytest.mark.parametrize("bad", [dict(scenes=("nowhere",)), dict(scenes=()), dict(vocabulary="secret"),
+                                 dict(person_height=(0.9, 0.5)), dict(repetitions=(0, 1))])
+def test_bad_generator_settings_are_refused(bad):
+    from hf_maskdp.data.build import ActionDatasetConfig
+
+    with pytest.raises(ValueError):
+        ActionDatasetConfig(**bad)

@@ -1,5 +1,6 @@
-"""`hf-maskdp quickstart --fast` end to end: generation, anonymization, every setting, the report,
-the plot, the saved MaskDP model and the anonymized dataset (each with its card)."""
+"""`hf-maskdp quickstart --fast` end to end: generation, anonymization (cached), every setting with
+several seeds from the public checkpoint, the report (mean ± std, claim lines), the plot, the saved
+MaskDP model and the anonymized dataset (each with its card)."""
 
 from __future__ import annotations
 
@@ -9,45 +10,58 @@ import math
 import pytest
 
 from hf_maskdp.cli import main
-from hf_maskdp.quickstart import MAIN_SETTINGS, RESULT_KEYS, QuickstartConfig, planned_runs
+from hf_maskdp.quickstart import RESULT_KEYS, QuickstartConfig, planned_runs
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def quickstart_dir(tmp_path_factory):
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def quickstart_dir(tmp_path_factory, cache_dir):
     pytest.importorskip("mediapipe", reason="the quickstart runs real pose estimation (mediapipe 0.10.21)")
     output = tmp_path_factory.mktemp("quickstart")
-    assert main(["quickstart", "--fast", "--output-dir", str(output)]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_MASKDP_CACHE", str(cache_dir))
+        assert main(["quickstart", "--fast", "--output-dir", str(output)]) == 0
     return output
 
 
-def test_results_cover_the_five_settings(quickstart_dir):
+def test_results_cover_every_setting_and_seed(quickstart_dir):
+    config = QuickstartConfig.fast()
     rows = json.loads((quickstart_dir / "results.json").read_text())
-    assert len(rows) == len(planned_runs(QuickstartConfig.fast()))
-    assert [(r["setting"], r["train_data"]) for r in rows[: len(MAIN_SETTINGS)]] == MAIN_SETTINGS
+    trained = [r for r in rows if r["setting"] != "background_only"]
+    assert [(r["setting"], r["seed"]) for r in trained] == [(r["setting"], r["seed"]) for r in planned_runs(config)]
+    assert sum(r["setting"] == "background_only" for r in rows) == 1  # the scene-only baseline
     for row in rows:
-        assert set(RESULT_KEYS) <= set(row)
-        assert 0.0 <= row["test_accuracy_original"] <= 1.0 and 0.0 <= row["test_accuracy_anonymized"] <= 1.0
-        assert row["train_seconds"] > 0 and row["steps"] >= 1
+        assert set(RESULT_KEYS) <= set(row) and row["regime"] == "ntu"
+        for key in ("test_accuracy_original", "val_accuracy_original"):
+            assert 0.0 <= row[key] <= 1.0
+        if row["setting"] == "background_only":
+            continue
+        assert row["init"] == "public" and row["num_private_records"] > 0 and row["steps"] >= 1
+        assert 0.0 <= row["test_accuracy_public_view"] <= 1.0
         if row["setting"] == "none":
             assert row["epsilon"] is None and row["delta"] is None  # not private: no budget, not "0"
         elif row["setting"] == "public_only":
             assert row["epsilon"] == 0.0  # never reads a sensitive pixel
         else:
             assert row["delta"] == 1e-5 and row["noise_multiplier"] > 0
-    for setting in ("dpsgd", "maskdp"):  # one run per budget, each calibrated to it and never above it
-        spent = sorted(r["epsilon"] for r in rows if r["setting"] == setting and r["public_view"] != "drop")
-        budgets = sorted(QuickstartConfig.fast().epsilons)
-        assert all(b * 0.98 <= e <= b + 1e-9 for e, b in zip(spent, budgets, strict=True))
-    main_maskdp = rows[len(MAIN_SETTINGS) - 1]
-    assert math.isclose(main_maskdp["epsilon"], 1.0, rel_tol=0.02)
-    assert {r["public_view"] for r in rows if r["setting"] == "maskdp"} == {"fill", "drop"}
+    for setting in ("dpsgd", "maskdp"):  # every seed runs every claim budget, calibrated to it and never above
+        for seed in config.seeds:
+            spent = sorted(r["epsilon"] for r in rows if r["setting"] == setting and r["seed"] == seed)
+            budgets = sorted(config.claim_epsilons)
+            assert all(b * 0.98 <= e <= b + 1e-9 for e, b in zip(spent, budgets, strict=True))
 
 
-def test_report_and_plot_are_written(quickstart_dir):
+def test_report_gives_means_over_seeds_and_the_claim(quickstart_dir):
     report = (quickstart_dir / "results.md").read_text()
-    assert "| `maskdp` | anonymized | fill |" in report and "| `dpsgd` | original | — |" in report
+    assert "| `maskdp` | anonymized | 1 | 2 |" in report and " ± " in report  # two seeds, mean ± std
+    assert "`background_only`" in report and "test acc. (public view)" in report
+    assert "ε = 0.5: maskdp" in report and "claim **" in report
     assert "frames with a tracked person" in report  # the detection rate is reported
     png = (quickstart_dir / "results.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
@@ -57,23 +71,39 @@ def test_saved_maskdp_model_reloads_and_its_card_states_epsilon(quickstart_dir):
     from transformers import AutoModelForVideoClassification
 
     rows = json.loads((quickstart_dir / "results.json").read_text())
-    epsilon = rows[len(MAIN_SETTINGS) - 1]["epsilon"]
+    saved = next(r for r in rows if r["setting"] == "maskdp" and r["seed"] == 0 and math.isclose(r["epsilon"], 1.0, rel_tol=0.02))
     model = AutoModelForVideoClassification.from_pretrained(quickstart_dir / "maskdp_model")
     record = model.config.maskdp
-    assert record["privacy_mode"] == "maskdp" and record["epsilon"] == pytest.approx(epsilon)
+    assert record["privacy_mode"] == "maskdp" and record["epsilon"] == pytest.approx(saved["epsilon"])
     card = (quickstart_dir / "maskdp_model" / "README.md").read_text()
-    assert f"ε = {epsilon:.4g}" in card and "MaskDP" in card
+    assert f"ε = {saved['epsilon']:.4g}" in card and "MaskDP" in card
 
 
 def test_anonymized_dataset_is_saved_with_masks_and_card(quickstart_dir):
     from hf_maskdp.hub import load_anonymized_dataset
 
     dataset = load_anonymized_dataset(str(quickstart_dir / "anonymized_dataset"))  # verifies every mask
+    assert set(dataset) == {"train", "validation", "test"}
     for split in dataset.values():
         assert set(split["anonymization"]) == {"ok"}
-        assert "identity" not in split.column_names  # who performs the action is not published
+        assert "identity" not in split.column_names and "background" not in split.column_names  # not published
     card = (quickstart_dir / "anonymized_dataset" / "README.md").read_text()
     assert "sensitive_mask" in card and "clips withheld" in card
+
+
+def test_a_rerun_reuses_the_anonymized_data(quickstart_dir, cache_dir, monkeypatch):
+    from hf_maskdp import quickstart
+
+    config = QuickstartConfig.fast(cache_dir=str(cache_dir), progress=False)
+
+    def anonymize_again(*args):
+        raise AssertionError("anonymized again although an identical run is cached")
+
+    monkeypatch.setattr(quickstart, "_anonymize", anonymize_again)
+    anonymized, stats = quickstart._anonymize_cached(quickstart._generate(config, "ntu"), config, "ntu")
+    assert len(anonymized["train"]) == stats["train"]["clips_kept"] > 0
+    other = QuickstartConfig.fast(cache_dir=str(cache_dir), data_seed=1)  # another configuration, another entry
+    assert quickstart._cache_folder(other, "ntu") != quickstart._cache_folder(config, "ntu")
 
 
 def test_only_the_noisy_runs_get_the_private_optimizer(tmp_path):
@@ -87,9 +117,25 @@ def test_only_the_noisy_runs_get_the_private_optimizer(tmp_path):
     for run in planned_runs(config):
         args = training_args(run, config, tmp_path)
         private = run["setting"] in ("dpsgd", "maskdp")
-        assert args.optim == ("sgd" if private else "adamw_torch")
+        assert args.optim == ("sgd" if private else "adamw_torch") and args.seed == run["seed"]
         assert args.learning_rate == (config.private_learning_rate if private else config.learning_rate)
-        assert args.private_grad_weight == 0.5 and args.num_train_epochs == config.epochs
-    sgd = training_args(dict(setting="dpsgd", train_data="original", target=1.0, view=None), config, tmp_path)
+        assert args.private_grad_weight == (0.5 if run["setting"] == "maskdp" else 1.0)
+        assert args.num_train_epochs == config.epochs
+    sgd = training_args(dict(setting="dpsgd", train_data="original", target=1.0, seed=0), config, tmp_path)
     optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(sgd)
     assert optimizer_class is torch.optim.SGD and kwargs["momentum"] == 0.9
+
+
+def test_presets_and_their_sizes():
+    benchmark = QuickstartConfig.preset("benchmark")
+    assert benchmark.num_train >= 1000 and set(benchmark.regimes) == {"ntu", "ucf"} and len(benchmark.seeds) >= 3
+    runs = planned_runs(benchmark)
+    for setting in ("dpsgd", "maskdp"):
+        for epsilon in (0.25, 0.5, 1.0):
+            assert sum(r["setting"] == setting and r["target"] == epsilon for r in runs) >= 3
+    demo = QuickstartConfig.preset("demo")
+    assert len(demo.seeds) >= 3 and set(demo.claim_epsilons) == {0.25, 0.5, 1.0}
+    with pytest.raises(ValueError, match="unknown preset"):
+        QuickstartConfig.preset("huge")
+    with pytest.raises(ValueError, match="regimes"):
+        QuickstartConfig(regimes=("kinetics",))

@@ -129,6 +129,55 @@ def reach_up(phase, amplitude):
     )
 
 
+# A second vocabulary, disjoint from ACTIONS: the public pretraining corpus performs these (as
+# Kinetics' classes are disjoint from UCF-101's), so pretraining never sees a private action.
+def kick(phase, amplitude):
+    swing = amplitude * max(0.0, np.sin(phase))  # the right leg swings forward and up
+    thigh = 1.4 * swing
+    aim = _arms(_unit(0.5, -0.8, -0.1), _unit(0.4, -0.9, 0.1))
+    aim["right_hip"] = _unit(-0.1, -np.cos(thigh), np.sin(thigh))
+    aim["right_knee"] = _unit(-0.1, -np.cos(thigh * 1.1), np.sin(thigh * 1.1))
+    return Posture(aim=aim, local={"spine1": (-0.2 * swing, 0, 0)})
+
+
+def side_bend(phase, amplitude):
+    bend = 0.45 * amplitude * np.sin(phase)  # the trunk leans left and right, one arm overhead
+    up = _unit(-0.3 * np.sign(bend) if bend else 0.0, 1.0, 0.1)
+    aim = _arms(up if bend < 0 else ARM_DOWN, up if bend < 0 else FOREARM_DOWN,
+                _mirror(up) if bend >= 0 else _mirror(ARM_DOWN), _mirror(up) if bend >= 0 else _mirror(FOREARM_DOWN))
+    return Posture(aim=aim, local={"spine1": (0, 0, -0.5 * bend), "spine2": (0, 0, -0.5 * bend), "spine3": (0, 0, -0.3 * bend)})
+
+
+def arm_circles(phase, amplitude):
+    radius = 0.6 * amplitude  # straight arms held sideways trace circles
+    arm = _unit(1.0, radius * np.sin(phase), radius * np.cos(phase))
+    return Posture(aim=_arms(arm, arm))
+
+
+def march(phase, amplitude):
+    left = amplitude * max(0.0, np.sin(phase))  # knees up in turn, arms swing opposite
+    right = amplitude * max(0.0, -np.sin(phase))
+    aim = _arms(_unit(0.15, -1.0, -0.6 * left + 0.6 * right), _unit(0.1, -0.3, 1.0),
+                _unit(-0.15, -1.0, 0.6 * left - 0.6 * right), _unit(-0.1, -0.3, 1.0))
+    aim["left_hip"] = _unit(0.1, -np.cos(1.4 * left), np.sin(1.4 * left))
+    aim["left_knee"] = _unit(0.1, -1.0, -0.2 * left)
+    aim["right_hip"] = _unit(-0.1, -np.cos(1.4 * right), np.sin(1.4 * right))
+    aim["right_knee"] = _unit(-0.1, -1.0, -0.2 * right)
+    return Posture(aim=aim, jump=0.03 * amplitude * abs(np.sin(phase)))
+
+
+def bow(phase, amplitude):
+    depth = 0.5 * (1 - np.cos(phase)) * amplitude  # the trunk folds forward, arms hang
+    aim = _arms(_unit(0.15, -1.0, 0.5 * depth), _unit(0.1, -1.0, 0.4 * depth))
+    return Posture(aim=aim, local={"spine1": (0.7 * depth, 0, 0), "spine2": (0.3 * depth, 0, 0), "neck": (0.2 * depth, 0, 0)})
+
+
+def twist(phase, amplitude):
+    turn = 0.6 * amplitude * np.sin(phase)  # arms out sideways, the trunk turns about the spine
+    aim = _arms(_unit(1.0, 0.0, -0.2), _unit(1.0, 0.0, -0.2))
+    return Posture(aim=aim, local={"spine1": (0, turn * 0.4, 0), "spine2": (0, turn * 0.4, 0), "spine3": (0, turn * 0.3, 0)})
+
+
 ACTIONS = {
     "wave": wave,
     "clap": clap,
@@ -138,6 +187,15 @@ ACTIONS = {
     "reach_up": reach_up,
 }
 ACTION_NAMES = tuple(ACTIONS)
+PUBLIC_ACTIONS = {
+    "kick": kick,
+    "side_bend": side_bend,
+    "arm_circles": arm_circles,
+    "march": march,
+    "bow": bow,
+    "twist": twist,
+}
+PUBLIC_ACTION_NAMES = tuple(PUBLIC_ACTIONS)
 
 
 def posture_to_body_pose(posture: Posture, rest_joints: np.ndarray) -> np.ndarray:

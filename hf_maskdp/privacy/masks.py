@@ -68,8 +68,9 @@ def token_mask(pixel_mask: torch.Tensor, tubelet_size: int, patch_size: int) -> 
     return tokens[0] if single else tokens
 
 
-def fill_sensitive(pixel_values: torch.Tensor, pixel_mask: torch.Tensor, value: float = 0.0) -> torch.Tensor:
-    """The `fill` public view: pixels with `m = 1` become `value`, on every channel.
+def fill_sensitive(pixel_values: torch.Tensor, pixel_mask: torch.Tensor, value: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """The `fill` public view: pixels with `m = 1` become `value` (a constant, or a tensor that
+    broadcasts to `pixel_values` and depends on no record, such as a public scene).
 
     `pixel_values` is `(B, T, C, H, W)` (VideoMAE layout) and `pixel_mask` `(B, T, H, W)`.
     `torch.where` selects, so the result does not depend on sensitive values at all (not even
@@ -80,7 +81,8 @@ def fill_sensitive(pixel_values: torch.Tensor, pixel_mask: torch.Tensor, value: 
             f"mask {tuple(pixel_mask.shape)} does not match pixel_values {tuple(pixel_values.shape)} "
             "(expected (B, T, H, W) for pixel_values (B, T, C, H, W))"
         )
-    return torch.where(pixel_mask[:, :, None].bool(), torch.full_like(pixel_values, value), pixel_values)
+    fill = torch.as_tensor(value, dtype=pixel_values.dtype).expand_as(pixel_values)
+    return torch.where(pixel_mask[:, :, None].bool(), fill, pixel_values)
 
 
 def has_public_content(pixel_mask: torch.Tensor, public_view: str, tubelet_size: int = 2, patch_size: int = 16) -> torch.Tensor:

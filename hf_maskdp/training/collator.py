@@ -6,8 +6,10 @@ through the same geometry conservatively (`hf_maskdp.privacy.masks`): a resized 
 sensitive if any source pixel under its interpolation kernel is.
 
 `public_batch` builds the public view for MaskDP's public branch: sensitive source pixels are
-replaced by the mean colour *before* resizing (so no kernel can mix them in), and resized
-pixels marked sensitive are set to 0 (the mean after normalization).
+replaced *before* resizing (so no kernel can mix them in), by the mean colour (`public_fill="mean"`)
+or by a public scene drawn from the collator's own generator (`public_fill="scene"`: the avatar
+appears in surroundings, as people do in real clips, and nothing about them depends on a record).
+Resized pixels marked sensitive get the fill again (0, the mean after normalization, or the scene).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ class VideoClipCollator:
         image_size: if set, overrides the processor: resize the shortest edge to `image_size`
             and centre-crop an `image_size` square (use the model's `config.image_size`).
         video_column / mask_column / label_column: row keys (`labels` is accepted for `label`).
+        public_fill: what the public view shows where a clip is sensitive: "mean" (the mean colour)
+            or "scene" (a public scene photo, `hf_maskdp.data.backgrounds.public_scene`).
+        public_fill_seed: seed of the scene draws (a generator of the collator's own, never the data's).
     """
 
     def __init__(
@@ -54,7 +59,13 @@ class VideoClipCollator:
         video_column: str = "video",
         mask_column: str = "sensitive_mask",
         label_column: str = "label",
+        public_fill: str = "mean",
+        public_fill_seed: int | None = 0,
     ):
+        if public_fill not in ("mean", "scene"):
+            raise ValueError(f"public_fill={public_fill!r}: choose 'mean' or 'scene'")
+        self.public_fill = public_fill
+        self._scene_rng = np.random.default_rng(public_fill_seed)
         p = image_processor
         size = dict(getattr(p, "size", None) or {"shortest_edge": 224})
         crop = dict(getattr(p, "crop_size", None) or {"height": 224, "width": 224})
@@ -117,16 +128,30 @@ class VideoClipCollator:
         x = torch.from_numpy(np.ascontiguousarray(frames[index])).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
         m = torch.from_numpy(mask[index]) if mask is not None else None
         if public_view:
-            mean_colour = torch.tensor(self.image_mean).view(1, 3, 1, 1) / self.rescale_factor
-            x = torch.where(m[:, None], mean_colour.expand_as(x), x)  # before any kernel can mix pixels
+            fill = self._public_fill(x.shape)
+            x = fill_sensitive(x[None], m[None], fill[None])[0]  # before any kernel can mix pixels
         x, m = self._resize_and_crop(x, m)
+        x = self._rescale_and_normalize(x)
+        if public_view:  # widened mask after resizing: those pixels get the fill too
+            fill = self._rescale_and_normalize(self._resize_and_crop(fill, None)[0]) if self.public_fill == "scene" else 0.0
+            x = fill_sensitive(x[None], m[None], fill if isinstance(fill, float) else fill[None])[0]
+        return x, m
+
+    def _rescale_and_normalize(self, x: torch.Tensor) -> torch.Tensor:
         if self.do_rescale:
             x = x * self.rescale_factor
         if self.do_normalize:
             x = (x - torch.tensor(self.image_mean).view(1, 3, 1, 1)) / torch.tensor(self.image_std).view(1, 3, 1, 1)
-        if public_view:
-            x = fill_sensitive(x[None], m[None], 0.0)[0]
-        return x, m
+        return x
+
+    def _public_fill(self, shape) -> torch.Tensor:
+        """What replaces sensitive pixels in the public view, (T, 3, H, W) or broadcastable to it."""
+        if self.public_fill == "mean":
+            return (torch.tensor(self.image_mean).view(1, 3, 1, 1) / self.rescale_factor).expand(shape)
+        from ..data.backgrounds import public_scene
+
+        scene = public_scene(shape[-2], shape[-1], self._scene_rng)  # one scene per clip, from public photos only
+        return torch.from_numpy(scene).permute(2, 0, 1).float()[None].expand(shape)
 
     def _output_size(self, h: int, w: int) -> tuple[int, int]:
         if "shortest_edge" in self.size:

@@ -1,0 +1,66 @@
+"""`hf-maskdp pretrain`: a shortened rebuild of the public checkpoint runs end to end, and the
+quickstart's `from_pretrained` path loads it with a fresh head for the private actions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hf_maskdp.cli import main
+from hf_maskdp.data import ACTION_NAMES
+from hf_maskdp.pretrain import SHIPPED_CHECKPOINT, PretrainConfig, load_pretrained_backbone
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    output = tmp_path_factory.mktemp("pretrained") / "videomae-public"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_MASKDP_CACHE", str(tmp_path_factory.mktemp("cache")))
+        assert main(["pretrain", str(output), "--num-train", "32", "--num-test", "6", "--epochs", "1"]) == 0
+    return output
+
+
+def test_shortened_rebuild_writes_a_checkpoint_with_its_card(checkpoint):
+    from hf_maskdp.data.actions import PUBLIC_ACTION_NAMES
+
+    record = json.loads((checkpoint / "pretraining.json").read_text())
+    metrics = record["metrics"]
+    assert 0 <= metrics["test_accuracy_full_clips"] <= 1 and metrics["chance"] == pytest.approx(1 / 6)
+    card = (checkpoint / "README.md").read_text()
+    assert "public data only" in card and "disjoint" in card and "hf-maskdp pretrain" in card
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert list(config["id2label"].values()) == list(PUBLIC_ACTION_NAMES)  # it saw only the public vocabulary
+
+
+def test_backbone_loads_with_a_fresh_head_for_the_private_actions(checkpoint):
+    from transformers import VideoMAEForVideoClassification
+
+    pretrained = VideoMAEForVideoClassification.from_pretrained(checkpoint)
+    model = load_pretrained_backbone(str(checkpoint), ACTION_NAMES, seed=3)
+    assert model.config.id2label == dict(enumerate(ACTION_NAMES))
+    for name, weight in pretrained.state_dict().items():
+        if name.startswith("classifier"):
+            assert not torch.equal(weight, model.state_dict()[name])  # re-drawn: other classes
+        else:
+            assert torch.equal(weight, model.state_dict()[name]), name  # the public backbone, unchanged
+    again = load_pretrained_backbone(str(checkpoint), ACTION_NAMES, seed=3)
+    assert torch.equal(again.classifier.weight, model.classifier.weight)  # the head is seeded
+
+
+def test_shipped_checkpoint_matches_the_default_shape_and_reports_its_accuracy():
+    config = json.loads((SHIPPED_CHECKPOINT / "config.json").read_text())
+    defaults = PretrainConfig()
+    assert (config["hidden_size"], config["num_hidden_layers"], config["patch_size"], config["image_size"]) == (
+        defaults.hidden_size, defaults.num_layers, defaults.patch_size, defaults.clip_size)
+    metrics = json.loads((SHIPPED_CHECKPOINT / "pretraining.json").read_text())["metrics"]
+    assert metrics["test_accuracy_full_clips"] > metrics["chance"]  # pretraining itself succeeded
+
+
+@pytest.mark.parametrize("bad", [dict(num_train=4, batch_size=8), dict(fill_share=1.5), dict(clip_frames=3)])
+def test_bad_pretraining_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        PretrainConfig(**bad)
