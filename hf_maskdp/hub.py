@@ -296,15 +296,23 @@ def _as_dict(value) -> dict:
     return {str(k): v for k, v in dict(value).items()}
 
 
-def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, verify_masks: bool = True, **kwargs):
+def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, verify_masks: bool = True,
+                            trust_masks: bool = False, **kwargs):
     """Load an anonymized dataset from the Hub, a `save_to_disk` folder, or a data folder.
 
-    Refuses (ValueError) a dataset whose `sensitive_mask` is missing or malformed; `verify_masks`
-    decodes every row's masks once (set False for a quick schema-only check). The returned
-    dataset decodes masks to bool arrays `(T, H, W)` on access; `video` stays `{"path", "bytes"}`.
-    Extra keyword arguments go to `datasets.load_dataset` (e.g. `token`, `revision`, `cache_dir`).
+    Refuses (ValueError) a dataset whose `sensitive_mask` is missing or malformed, and rows whose
+    masks cannot be vouched for (`hf_maskdp.privacy.mask_checks`): no anonymizer provenance, or a
+    public pixel outside `avatar_mask` (a forged or damaged mask); the error names the rows.
+    `trust_masks=True` accepts masks made another way on your word (no provenance needed; see
+    docs/privacy.md); the trainer must then be told too (`MaskDPConfig(trust_masks=True)`).
+    `verify_masks` also checks every row's mask shape against its clip's container header (set
+    False to skip that). The returned dataset decodes masks to bool arrays `(T, H, W)` on access;
+    `video` stays `{"path", "bytes"}`. Extra keyword arguments go to `datasets.load_dataset`
+    (e.g. `token`, `revision`, `cache_dir`).
     """
     import datasets
+
+    from hf_maskdp.privacy.mask_checks import check_masks
 
     if kwargs.get("streaming"):
         raise ValueError("streaming=True is not supported: the masks are verified when loading; drop streaming=")
@@ -315,7 +323,13 @@ def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, v
             loaded = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
     elif path.is_dir():
         loaded = datasets.load_dataset(str(path), split=split, **kwargs)
+    elif path.exists():
+        raise ValueError(f"{path} is a file: pass the folder written by save_to_disk, a folder of data files, "
+                         "or a Hub dataset id 'user/name'")
     else:
+        if not _REPO_ID.fullmatch(str(repo_id_or_path)):
+            raise FileNotFoundError(f"{repo_id_or_path} does not exist: no such local folder (and it is not a Hub "
+                                    "dataset id 'user/name'); check the path")
         repo_id = validate_repo_id(str(repo_id_or_path))
         try:
             with hub_errors(repo_id, "load"):
@@ -326,8 +340,13 @@ def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, v
                 "check the name and pass token= of an account with access"
             ) from err
     splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {split or "dataset": loaded}
+    if trust_masks:
+        logger.warning("trust_masks=True: %s is used without checking that its masks come from the anonymizer; "
+                       "MaskDP protects only what YOUR masks mark sensitive", repo_id_or_path)
     for name, part in splits.items():
-        check_mask_columns(part, where=f"{repo_id_or_path} [{name}]", verify_rows=verify_masks)
+        where = f"{repo_id_or_path} [{name}]"
+        check_mask_columns(part, where=where, verify_rows=verify_masks)
+        check_masks(part, where, trust_masks=trust_masks, check_shapes=False)  # shapes: check_mask_columns
     return loaded.with_transform(DecodeMasks())
 
 
@@ -428,8 +447,14 @@ def _privacy_facts(record: dict) -> list[tuple[str, Any]]:
             ("Mask column", "mask_column"), ("Training rows (all; the public branch draws from them)", "training_rows"),
             ("Private records N (with sensitive content; q = private batch / N)", "private_records"),
             ("Processes (world size)", "world_size")]
-    return [("Privacy mode", f"`{mode}`"), *budget,
-            *((label, "n/a" if record[key] is None else record[key]) for label, key in rest)]
+    facts = [("Privacy mode", f"`{mode}`"), *budget,
+             *((label, "n/a" if record[key] is None else record[key]) for label, key in rest)]
+    if record.get("trust_masks") is not None:  # records written before provenance checks lack it
+        facts.append(("Masks verified", "**NO: trust_masks=True**, the masks were taken on the trainer's word"
+                      if record["trust_masks"] else "yes: anonymizer provenance and public ⊆ avatar on every row"))
+    if record.get("fully_public_records") is not None:
+        facts.append(("Records with no sensitive pixel (public only)", record["fully_public_records"]))
+    return facts
 
 
 def push_private_model(

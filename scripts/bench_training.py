@@ -140,7 +140,8 @@ def make_step(mode: str, device: str = "cpu"):
     args = MaskDPConfig(output_dir=tempfile.mkdtemp(), privacy_mode=privacy_mode,
                         noise_multiplier=1.0 if privacy_mode != "none" else None, private_batch_size=clips,
                         public_batch_size=batch, per_device_train_batch_size=clips, public_view=view or "fill",
-                        report_to="none", use_cpu=device == "cpu", dp_seed=0, learning_rate=1e-4)
+                        report_to="none", use_cpu=device == "cpu", dp_seed=0, learning_rate=1e-4,
+                        trust_masks=True)  # synthetic masks made here, not by the anonymizer
     trainer = MaskDPTrainer(model=_model(), args=args, train_dataset=rows, data_collator=collator)
     trainer.get_train_dataloader()
     trainer.create_optimizer()
@@ -190,7 +191,7 @@ def bench_loader(args) -> None:
                                   private_batch_size=batch, public_batch_size=batch, per_device_train_batch_size=batch,
                                   max_steps=args.steps, dataloader_num_workers=workers, report_to="none",
                                   use_cpu=args.device == "cpu", dp_seed=0, save_strategy="no", disable_tqdm=True,
-                                  logging_strategy="no")
+                                  logging_strategy="no", trust_masks=True)  # synthetic masks made here
             trainer = MaskDPTrainer(model=_model(), args=config, train_dataset=rows,
                                     data_collator=VideoClipCollator(num_frames=FRAMES, image_size=SHAPE["image_size"]))
             trainer._plan()  # decodes one row and every mask: setup, not a step

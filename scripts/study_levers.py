@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--settings", nargs="+", default=["maskdp", "dpsgd", "public_only"])
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
+    parser.add_argument("--sizes", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(240, 48, 96),
+                        help="clips per split of the study's data (the variants' num_train takes a subset)")
     parser.add_argument("--out", default="study_levers.json")
     args = parser.parse_args()
 
@@ -71,7 +73,9 @@ def main() -> None:
 
     rows = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else []
     done = {(r["variant"], r["setting"], r["seed"]) for r in rows}
-    base = qs.QuickstartConfig(regimes=(args.regime,), progress=False)
+    num_train, num_val, num_test = args.sizes
+    base = qs.QuickstartConfig(regimes=(args.regime,), num_train=num_train, num_val=num_val, num_test=num_test,
+                               progress=False)  # fmt: skip
     original = qs._generate(base, args.regime)
     anonymized, _ = qs._anonymize_cached(original, base, args.regime)
     for variant in args.variants:

@@ -244,6 +244,7 @@ def privacy_budget(dataset_size, batch_size, epochs, noise_multiplier, delta, ac
         f"Accountant: **{accountant}**, {ACCOUNTANT_NAMES.get(accountant, accountant)}. "
         f"Poisson sampling rate q = {q:.4g}, {steps_for_epochs(q, epochs)} steps, σ = {noise_multiplier:g}.\n\n"
         + MASKDP_SENTENCE
+        + _delta_note(delta, dataset_size)
     )
     plot = pd.DataFrame({"epochs": grid.astype(float), "epsilon": np.asarray(curve, dtype=float)})
     return text, plot
@@ -262,7 +263,15 @@ def calibrate_noise(dataset_size, batch_size, epochs, target_epsilon, delta, acc
         raise gr.Error(str(err))
     sigma = math.ceil(sigma * 1e4) / 1e4  # shown and used rounded up: rounding down would overspend ε
     text = f"σ = **{sigma:g}** reaches ε ≤ {target_epsilon:g} at δ = {delta:g} in {epochs:g} epochs ({accountant})."
-    return sigma, text
+    return sigma, text + _delta_note(delta, dataset_size)
+
+
+def _delta_note(delta, dataset_size) -> str:
+    """A warning paragraph when δ > 1/N (the guarantee may fail for a whole record), else nothing."""
+    from hf_maskdp.privacy.accounting import delta_warning
+
+    warning = delta_warning(delta, int(dataset_size))
+    return f"\n\n**Warning:** {warning}" if warning else ""
 
 
 # ----------------------------------------------------------------------------- classify

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
+from hf_maskdp.privacy.mask_checks import anonymizer_provenance
 from hf_maskdp.training.collator import VideoClipCollator
 from hf_maskdp.training.config import MaskDPConfig
 from hf_maskdp.video import encode_mask
@@ -25,7 +26,8 @@ def tiny_collator() -> VideoClipCollator:
 
 
 def make_rows(n: int = 8, mask: str = "half", seed: int = 0, shape=(6, 20, 24)) -> list[dict]:
-    """Rows like the anonymizer's output: uint8 frames, an encoded mask, a label.
+    """Rows like the anonymizer's output: uint8 frames, encoded masks (the avatar covers exactly the
+    public pixels), the anonymizer's provenance (these stand for its output), a label.
 
     mask: "half" (left half sensitive), "all" (m = 1 everywhere), "none" (m = 0), "random" (a random box).
     """
@@ -44,7 +46,8 @@ def make_rows(n: int = 8, mask: str = "half", seed: int = 0, shape=(6, 20, 24)) 
             m = np.zeros(shape, bool)
             top, left = rng.integers(0, shape[1]), rng.integers(0, shape[2])
             m[:, top : top + rng.integers(1, shape[1]), left : left + rng.integers(1, shape[2])] = True
-        rows.append({"video": video, "sensitive_mask": encode_mask(m), "label": i % 3})
+        rows.append({"video": video, "sensitive_mask": encode_mask(m), "avatar_mask": encode_mask(~m),
+                     "provenance": anonymizer_provenance(), "label": i % 3})
     return rows
 
 

@@ -285,7 +285,12 @@ def test_avatar_not_covering_its_person_is_a_poor_fit(astronaut_result):
 # ----------------------------------------------------------------------------- datasets.map
 
 
-def test_map_writes_lossless_video_and_exact_masks(anonymizer, astronaut_mp4, astronaut_result):
+def test_map_writes_lossless_video_and_exact_masks(anonymizer, astronaut_mp4, astronaut_result, tmp_path):
+    import json
+
+    from hf_maskdp import __version__
+    from hf_maskdp.hub import load_anonymized_dataset
+
     _, _, result = astronaut_result
     data = datasets.Dataset.from_dict({"video": [{"path": str(astronaut_mp4), "bytes": None}], "label": [7]})
     data = data.cast_column("video", datasets.Video(decode=False))
@@ -295,6 +300,13 @@ def test_map_writes_lossless_video_and_exact_masks(anonymizer, astronaut_mp4, as
     np.testing.assert_array_equal(load_video_frames(row["video"]), result.frames)  # bit-exact
     np.testing.assert_array_equal(decode_mask(row["sensitive_mask"]), result.sensitive_mask)
     np.testing.assert_array_equal(decode_mask(row["avatar_mask"]), result.avatar_mask)
+    # provenance: who made the row and the invariant it keeps, which the loader then checks on every row
+    provenance = json.loads(row["provenance"])
+    assert provenance["invariant"] == "public ⊆ avatar" and provenance["version"] == __version__
+    assert provenance["config"] == anonymizer.config.to_dict()
+    assert not (~result.sensitive_mask & ~result.avatar_mask).any()
+    out.save_to_disk(str(tmp_path / "anon"))
+    assert len(load_anonymized_dataset(str(tmp_path / "anon"))) == 1
 
 
 _NUM_PROC_SCRIPT = """

@@ -28,6 +28,7 @@ from hf_maskdp.hub import (  # noqa: E402
     validate_repo_id,
     write_model_card,
 )
+from hf_maskdp.privacy.mask_checks import anonymizer_provenance  # noqa: E402
 from hf_maskdp.video import encode_mask, encode_video, mask_feature, video_feature  # noqa: E402
 
 ALICE, BOB = "hf_alice_write", "hf_bob_write"
@@ -54,12 +55,12 @@ def _clips(n: int = 3, seed: int = 0):
     rows = [
         {"video": {"path": f"clip{i}.mp4", "bytes": encode_video(frames[i])}, "sensitive_mask": encode_mask(masks[i]),
          "avatar_mask": encode_mask(~masks[i]), "anonymization": ["ok", "partial: lost track", "no_person"][i % 3],
-         "label": i % 2}
+         "provenance": anonymizer_provenance(ANONYMIZER), "label": i % 2}
         for i in range(n)
     ]
     features = datasets.Features({"video": video_feature(), "sensitive_mask": mask_feature(),
                                   "avatar_mask": mask_feature(), "anonymization": datasets.Value("string"),
-                                  "label": datasets.Value("int64")})
+                                  "provenance": datasets.Value("string"), "label": datasets.Value("int64")})
     return datasets.Dataset.from_list(rows, features=features), masks
 
 

@@ -95,6 +95,16 @@ def test_calibrated_noise_reaches_the_target_and_no_less_noise_does(space):
     assert "ε ≤ 2" in text
 
 
+def test_delta_above_one_over_n_is_warned_about(space):
+    _, client, _ = space
+    text, _ = client.predict(12, 4, 1, 1.0, 0.5, "rdp", api_name="/privacy_budget")
+    assert "**Warning:** delta=0.5 is larger than 1/N = 1/12" in text and "fails outright" in text
+    _, text = client.predict(12, 4, 1, 10.0, 0.5, "rdp", api_name="/calibrate_noise")
+    assert "larger than 1/N = 1/12" in text
+    text, _ = client.predict(12, 4, 1, 1.0, 1e-5, "rdp", api_name="/privacy_budget")
+    assert "Warning" not in text
+
+
 def test_privacy_budget_bad_input_is_a_clear_message(space):
     _, client, _ = space
     with pytest.raises(Exception, match="larger than the dataset"):

@@ -240,15 +240,19 @@ def _anonymized_dataset(rows, withheld=("no_person", "error: undecodable")):
     import datasets
     import numpy as np
 
+    from hf_maskdp.privacy.mask_checks import anonymizer_provenance
     from hf_maskdp.video import encode_mask, encode_video, mask_feature, video_feature
 
     empty = encode_mask(np.zeros((0, 20, 24), bool))
     features = datasets.Features({"video": video_feature(), "sensitive_mask": mask_feature(),
+                                  "avatar_mask": mask_feature(), "provenance": datasets.Value("string"),
                                   "label": datasets.ClassLabel(names=["a", "b", "c"]),
                                   "anonymization": datasets.Value("string")})
     return datasets.Dataset.from_dict({
         "video": [{"path": None, "bytes": encode_video(r["video"])} for r in rows] + [None] * len(withheld),
         "sensitive_mask": [r["sensitive_mask"] for r in rows] + [empty] * len(withheld),
+        "avatar_mask": [r["avatar_mask"] for r in rows] + [empty] * len(withheld),
+        "provenance": [r["provenance"] for r in rows] + [anonymizer_provenance()] * len(withheld),
         "label": [r["label"] for r in rows] + [0] * len(withheld),
         "anonymization": ["ok"] * len(rows) + list(withheld)}, features=features)
 

@@ -6,8 +6,9 @@
 
 Output columns: the anonymized clip replaces the input's video column (`video_column`, "video"
 by default; lossless mp4, `{"path", "bytes"}`), plus `sensitive_mask` and `avatar_mask`
-(`hf_maskdp.video.encode_mask`), `anonymization` (status) and `num_people`; the input's other
-columns pass through. `sensitive_mask` is False only on pixels fully covered by an avatar,
+(`hf_maskdp.video.encode_mask`), `anonymization` (status), `num_people` and `provenance` (package
+version, this config and the invariant `public ⊆ avatar` it guarantees, which the loader and the
+trainer check: `hf_maskdp.privacy.mask_checks`); the input's other columns pass through. `sensitive_mask` is False only on pixels fully covered by an avatar,
 whose colour comes from the render alone (see `composite.py`).
 
 Failure policy (`errors`): a clip where a *detected* person may still be visible (nobody found, a
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from hf_maskdp.privacy.mask_checks import PROVENANCE_COLUMN, anonymizer_provenance
 from hf_maskdp.video import encode_mask, encode_video, load_video_frames, mask_feature, video_feature, video_fps
 
 STATUS_OK, STATUS_NO_PERSON = "ok", "no_person"
@@ -201,7 +203,8 @@ class AvatarAnonymizer:
 
     def _batch(self, batch: dict) -> dict:
         column = self.config.video_column
-        out = {"video": [], "sensitive_mask": [], "avatar_mask": [], "anonymization": [], "num_people": []}
+        out = {"video": [], "sensitive_mask": [], "avatar_mask": [], "anonymization": [], "num_people": [],
+               PROVENANCE_COLUMN: []}
         for i, video in enumerate(batch[column]):
             row = {key: values[i] for key, values in batch.items()}
             result = self.anonymize_clip(video, row)
@@ -218,8 +221,8 @@ class AvatarAnonymizer:
         if not keep:
             shape = (0, 0) if result.frames is None else result.frames.shape[1:3]
             empty = encode_mask(np.zeros((0, *shape), bool))
-            return {"video": None, "sensitive_mask": empty, "avatar_mask": empty,
-                    "anonymization": result.status, "num_people": result.num_people}  # fmt: skip
+            return {"video": None, "sensitive_mask": empty, "avatar_mask": empty, "anonymization": result.status,
+                    "num_people": result.num_people, PROVENANCE_COLUMN: self._provenance()}  # fmt: skip
         sensitive = result.sensitive_mask if result.ok else np.ones(result.frames.shape[:3], bool)
         return {
             "video": {"bytes": encode_video(result.frames, fps=result.fps), "path": None},
@@ -227,7 +230,12 @@ class AvatarAnonymizer:
             "avatar_mask": encode_mask(result.avatar_mask),
             "anonymization": result.status,
             "num_people": result.num_people,
+            PROVENANCE_COLUMN: self._provenance(),
         }
+
+    def _provenance(self) -> str:
+        """Who made this row and what it guarantees: every kept row has `public ⊆ avatar`."""
+        return anonymizer_provenance(self.config.to_dict())
 
     def features(self, input_features=None):
         """The output `datasets.Features` (pass as `map(features=...)` when the input's video
@@ -238,6 +246,7 @@ class AvatarAnonymizer:
         features[self.config.video_column] = video_feature()  # the anonymized clip, in place of the real one
         features.update(sensitive_mask=mask_feature(), avatar_mask=mask_feature(),
                         anonymization=Value("string"), num_people=Value("int32"))  # fmt: skip
+        features[PROVENANCE_COLUMN] = Value("string")
         return Features(features)
 
     # ------------------------------------------------------------------ one clip

@@ -33,6 +33,22 @@ def _add_run_arguments(parser) -> None:
                         help="δ in (0, 1), well below 1/dataset size (default 1e-5)")
     parser.add_argument("--accountant", choices=ACCOUNTANTS, default="rdp",
                         help="default: rdp (what the theorem states)")
+    parser.add_argument("--dataset-size", type=int, default=None,
+                        help="N, records with sensitive content: warns when δ > 1/N (default: N >= 1/sample rate)")
+
+
+def _warn_about_delta(args) -> None:
+    """δ > 1/N lets the guarantee fail for a whole record; N is at least 1/q (an expected batch of one)."""
+    import math
+    import sys
+
+    from hf_maskdp.privacy.accounting import delta_warning
+
+    if args.dataset_size is not None and args.dataset_size < 1:
+        raise ValueError(f"--dataset-size {args.dataset_size} must be >= 1")
+    warning = delta_warning(args.delta, args.dataset_size or math.ceil(1 / args.sample_rate))  # both checked
+    if warning:
+        print(f"hf-maskdp privacy: warning: {warning}", file=sys.stderr)
 
 
 def _epsilon(args) -> int:
@@ -41,6 +57,7 @@ def _epsilon(args) -> int:
     # Full precision: rounding ε down would understate the privacy cost.
     epsilon = compute_epsilon(args.sample_rate, args.noise_multiplier, args.steps, args.delta, args.accountant,
                               args.epochs)
+    _warn_about_delta(args)
     print(repr(epsilon))
     return 0
 
@@ -51,5 +68,6 @@ def _calibrate(args) -> int:
     # Full precision: a rounded-down σ could miss the target.
     sigma = calibrate_noise_multiplier(args.target_epsilon, args.sample_rate, args.steps, args.delta, args.accountant,
                                        args.epochs)
+    _warn_about_delta(args)
     print(repr(sigma))
     return 0

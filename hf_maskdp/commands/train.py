@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micro-batch-size", type=int, default=8, help="examples per forward (memory)")
     parser.add_argument("--public-view", default=None, choices=["fill", "drop"])
     parser.add_argument("--stop-at-epsilon", type=float, default=None)
+    parser.add_argument("--trust-masks", action="store_true",
+                        help="DANGER: train on masks without the anonymizer's provenance, on your word that they are "
+                        "right; MaskDP protects only what they mark sensitive, and the model card says so")
     parser.add_argument("--epochs", type=float, default=5.0,
                         help="steps = ceil(epochs / q), as in `hf-maskdp privacy calibrate --epochs`")
     parser.add_argument("--max-steps", type=int, default=-1)
@@ -122,7 +125,8 @@ def run(args) -> int:
         target_delta=args.delta, per_sample_clip_norm=args.clip_norm, private_batch_size=args.private_batch_size,
         public_batch_size=args.public_batch_size, per_device_train_batch_size=args.micro_batch_size,
         per_device_eval_batch_size=args.micro_batch_size, public_view=args.public_view or DEFAULT_PUBLIC_VIEW,
-        stop_at_epsilon=args.stop_at_epsilon, num_train_epochs=args.epochs, max_steps=args.max_steps,
+        stop_at_epsilon=args.stop_at_epsilon, trust_masks=args.trust_masks, num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
         learning_rate=args.learning_rate, save_strategy="no", eval_strategy="epoch" if evaluation else "no",
         logging_steps=1, report_to="none", use_cpu=args.cpu or not torch.cuda.is_available(),
         dataloader_num_workers=args.workers, bf16=args.bf16)
@@ -139,8 +143,13 @@ def run(args) -> int:
             url = push_private_model(args.output_dir, args.push_to_hub, private=not args.public)
             print(f"pushed to {url} ({'public' if args.public else 'private'})")
         eps, delta = trainer.privacy_spent()
+        record = trainer.privacy_record()
         print(f"trained {trainer.state.global_step} steps ({args.privacy_mode}) on {trainer.args.device}: "
               f"epsilon={eps:.4g}, delta={delta:g}; saved to {args.output_dir}")
+        if record["fully_public_records"] is not None:
+            masks = "TRUSTED (--trust-masks), not verified" if args.trust_masks else "verified"
+            print(f"{record['fully_public_records']} of {record['dataset_size']} training clips have no sensitive "
+                  f"pixel (public only); masks {masks}")
     _close_process_group()
     return 0
 

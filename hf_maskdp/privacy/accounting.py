@@ -36,6 +36,29 @@ RDP_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64)) +
 MIN_NOISE_MULTIPLIER = 1e-2
 MAX_NOISE_MULTIPLIER = 1e3
 
+# dp-accounting's PLD holds the privacy loss on a grid of step `value_discretization_interval`
+# (default 1e-4). One step's loss spans about (1 + 20σ) / σ² and the composed loss reaches about
+# ε, so a tiny σ needs billions of points (σ = 1e-3, q = 0.01, 100 steps: a 38 GiB array). The
+# grid is coarsened to at most PLD_MAX_POINTS points of that span: a coarser grid is still a
+# valid upper bound (dp-accounting rounds pessimistically), and is used only where ε is huge anyway.
+# Beyond PLD_MAX_INTERVAL the PLD says nothing RDP does not (and dp-accounting overflows): refused.
+PLD_INTERVAL = 1e-4
+PLD_MAX_POINTS = 1e6
+PLD_MAX_INTERVAL = 1.0
+
+
+class AccountantRangeError(ValueError):
+    """The chosen numerical accountant cannot handle these parameters (use "rdp")."""
+
+
+def delta_warning(delta: float, dataset_size: int | None) -> str | None:
+    """A sentence for δ > 1/N (N records), else None: δ is the chance the guarantee fails outright."""
+    if not dataset_size or delta <= 1 / dataset_size:
+        return None
+    return (f"delta={delta:g} is larger than 1/N = 1/{dataset_size}: δ is the probability that the guarantee "
+            "fails outright (a mechanism that publishes one random record in full is (0, 1/N)-DP), so this run "
+            f"may expose a record. Choose δ well below 1/N, e.g. {min(1e-5, 0.1 / dataset_size):.0e}")
+
 
 def resolve_steps(sample_rate: float, steps: int | None = None, epochs: float | None = None) -> int:
     """Number of steps from `steps`, or from `epochs` as ceil(epochs / sample_rate)."""
@@ -133,7 +156,10 @@ def calibrate_noise_multiplier(
 
     def epsilon(sigma: float, name: str = accountant) -> float:
         if (sigma, name) not in evaluated:
-            evaluated[sigma, name] = compute_epsilon(sample_rate, sigma, steps, delta, name)
+            try:
+                evaluated[sigma, name] = compute_epsilon(sample_rate, sigma, steps, delta, name)
+            except AccountantRangeError:  # a σ too small to account numerically is not a σ to return
+                evaluated[sigma, name] = math.inf
         return evaluated[sigma, name]
 
     low, high = MIN_NOISE_MULTIPLIER, MAX_NOISE_MULTIPLIER
@@ -189,9 +215,18 @@ def _pld_epsilon(q: float, sigma: float, steps: int, delta: float) -> float:
     event = dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps
     )
-    accountant = dp_accounting.pld.PLDAccountant()
-    accountant.compose(event)
-    return accountant.get_epsilon(delta)
+    rdp = _rdp_epsilon(q, sigma, steps, delta)
+    interval = max(PLD_INTERVAL, ((1 + 20 * sigma) / sigma**2 + rdp) / PLD_MAX_POINTS)  # see PLD_MAX_POINTS
+    refusal = (f"noise_multiplier={sigma!r} is too small for the pld accountant (sample_rate={q!r}, steps={steps}: "
+               f"RDP's epsilon is {rdp:.3g}, no privacy to speak of); use accountant='rdp'")
+    if interval > PLD_MAX_INTERVAL:
+        raise AccountantRangeError(refusal)
+    accountant = dp_accounting.pld.PLDAccountant(value_discretization_interval=interval)
+    try:
+        accountant.compose(event)
+        return accountant.get_epsilon(delta)
+    except (MemoryError, OverflowError):  # numpy refuses a huge allocation up front: nothing half-done
+        raise AccountantRangeError(refusal) from None
 
 
 @contextlib.contextmanager

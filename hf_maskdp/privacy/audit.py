@@ -194,7 +194,7 @@ def audit_training(
                 per_device_train_batch_size=len(dataset), max_steps=steps * runs, dp_seed=dp_seed,
                 learning_rate=learning_rate, optim="sgd", lr_scheduler_type="constant", warmup_steps=0,
                 weight_decay=0.0, report_to="none", save_strategy="no", use_cpu=True, logging_steps=10**9,
-                disable_tqdm=True,
+                disable_tqdm=True, trust_masks=True,  # the canary's masks are made here, not by the anonymizer
             )
             trainer = _audit_trainer_class()(model=model, args=config, data_collator=collator, train_dataset=dataset,
                                                  callbacks=[RecordAndReset()])

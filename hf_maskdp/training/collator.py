@@ -27,6 +27,34 @@ _VIDEOMAE_MEAN = (0.5, 0.5, 0.5)  # transformers' IMAGENET_STANDARD_MEAN / STD, 
 _VIDEOMAE_STD = (0.5, 0.5, 0.5)
 
 
+def check_labels(dataset, num_labels: int | None, label_column: str = "label") -> None:
+    """Refuse, before any step, labels the model cannot take: not whole numbers, or outside
+    `[0, num_labels)` (torch would fail mid-run, after private steps spent budget)."""
+    if hasattr(dataset, "column_names"):  # a datasets.Dataset: the column, without decoding videos
+        column = label_column if label_column in dataset.column_names else "labels"
+        if column not in dataset.column_names:
+            return  # the collator names the missing column
+        labels = dataset.with_format(None)[column]
+    else:
+        labels = [row.get(label_column, row.get("labels")) for row in (dataset[i] for i in range(len(dataset)))]
+    wrong = [i for i, label in enumerate(labels)
+             if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer))]
+    if wrong:
+        raise ValueError(
+            f"{len(wrong)} of {len(labels)} rows have a label that is not a class index (first: row {wrong[0]}, "
+            f"{labels[wrong[0]]!r}); labels must be whole numbers in [0, num_labels): map names to ids with "
+            "dataset.class_encode_column('label') or cast the column to int"
+        )
+    if num_labels is not None:
+        outside = [i for i, label in enumerate(labels) if not 0 <= label < num_labels]
+        if outside:
+            raise ValueError(
+                f"{len(outside)} of {len(labels)} rows have a label outside [0, {num_labels}) (first: row "
+                f"{outside[0]}, label {labels[outside[0]]}); the model has num_labels={num_labels}: build it with "
+                "num_labels = the number of classes, or fix the labels"
+            )
+
+
 def uniform_frame_indices(num_source_frames: int, num_frames: int) -> list[int]:
     """`num_frames` indices spread evenly over the clip (deterministic: no hidden RNG draws)."""
     if num_source_frames < 1:
@@ -151,7 +179,7 @@ class VideoClipCollator:
         from ..data.backgrounds import public_scene
 
         scene = public_scene(shape[-2], shape[-1], self._scene_rng)  # one scene per clip, from public photos only
-        return torch.from_numpy(scene).permute(2, 0, 1).float()[None].expand(shape)
+        return torch.tensor(scene).permute(2, 0, 1).float()[None].expand(shape)
 
     def _output_size(self, h: int, w: int) -> tuple[int, int]:
         if "shortest_edge" in self.size:

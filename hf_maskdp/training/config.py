@@ -53,6 +53,12 @@ class MaskDPConfig(TrainingArguments):
     public_grad_weight: float = field(default=1.0, metadata={"help": "lambda_pub in the update."})
     accountant: str = field(default="rdp", metadata={"help": "'rdp' (default), 'prv' or 'pld'."})
     mask_column: str = field(default="sensitive_mask", metadata={"help": "Dataset column with the mask."})
+    trust_masks: bool = field(
+        default=False,
+        metadata={"help": "DANGER: use masks that carry no anonymizer provenance, on your word that they are right "
+                  "(maskdp/public_only). MaskDP protects only what the mask marks sensitive; the model card "
+                  "states the override. See docs/privacy.md."},
+    )
     stop_at_epsilon: float | None = field(
         default=None, metadata={"help": "Stop before a step would make epsilon exceed this budget."}
     )
@@ -93,10 +99,12 @@ class MaskDPConfig(TrainingArguments):
                 )
             if self.target_epsilon is not None and not 0 < self.target_epsilon < math.inf:
                 raise ValueError(f"target_epsilon={self.target_epsilon!r} must be > 0 and finite")
-            if self.noise_multiplier is not None and not self.noise_multiplier > 0:
-                raise ValueError(f"noise_multiplier={self.noise_multiplier!r} must be > 0 (0 is no privacy)")
-            if not 0 < self.target_delta < 1:
-                raise ValueError(f"target_delta={self.target_delta!r} must be in (0, 1)")
+            if self.noise_multiplier is not None and not 0 < self.noise_multiplier < math.inf:
+                raise ValueError(f"noise_multiplier={self.noise_multiplier!r} must be > 0 (0 is no privacy) and finite")
+            if not 0 < self.target_delta < 0.5:
+                raise ValueError(
+                    f"target_delta={self.target_delta!r} must be in (0, 0.5): δ is the probability that the "
+                    "guarantee fails outright, choose it well below 1 / number of training records (e.g. 1e-5)")
             if not self.per_sample_clip_norm > 0:
                 raise ValueError(f"per_sample_clip_norm={self.per_sample_clip_norm!r} must be > 0")
             if self.max_grad_norm and self.max_grad_norm > 0:

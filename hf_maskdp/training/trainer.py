@@ -31,8 +31,10 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from transformers.utils import logging
 
 from ..privacy import mechanism
+from ..privacy.mask_checks import check_masks
 from ..privacy.masks import has_public_content, token_mask
 from ..privacy.sampling import PoissonBatchSampler, ShuffledBatchSampler, make_generator, shard
+from .collator import check_labels
 from .config import MaskDPConfig
 
 PRIVACY_RECORD_NAME = "maskdp_privacy.json"
@@ -89,10 +91,14 @@ class MaskDPTrainer(Trainer):
         self._private_indices: list[int] | None = None
         self._private_records = 0
         self._resumed: dict | None = None  # the privacy state of the checkpoint this run resumes
+        self._mask_check = None  # what check_masks found on the train dataset (set before training)
         self.add_callback(_EpsilonBudget(self))
         if args.is_private and args.dp_seed is not None:
             logger.warning("dp_seed is set: whoever knows it can recompute the noise and the Poisson draws, "
                            "which voids the guarantee. Leave dp_seed=None outside tests.")
+        if args.uses_public_branch and args.trust_masks:
+            logger.warning("trust_masks=True: masks without the anonymizer's provenance are used on your word. MaskDP "
+                           "protects only what they mark sensitive; the privacy record and model card say so.")
 
     # ------------------------------------------------------------------ refused Trainer features
     # (the TrainingArguments ones are refused in MaskDPConfig._refuse_unsupported_features)
@@ -175,6 +181,8 @@ class MaskDPTrainer(Trainer):
             "training_rows": len(self.train_dataset) if self.train_dataset is not None else None,
             "private_records": self._private_records if args.is_private else None,
             "world_size": args.world_size,
+            "trust_masks": args.trust_masks if args.uses_public_branch else None,
+            "fully_public_records": len(self._mask_check.fully_public) if self._mask_check is not None else None,
         }
 
     # ------------------------------------------------------------------ data
@@ -182,7 +190,7 @@ class MaskDPTrainer(Trainer):
     def _plan(self) -> None:
         """Fix the run before the first step: the private records, q, sigma (calibrated to the
         planned steps) and the planned steps, or the ones of the checkpoint being resumed."""
-        from ..privacy.accounting import calibrate_noise_multiplier, compute_epsilon, steps_for_epochs
+        from ..privacy.accounting import calibrate_noise_multiplier, compute_epsilon, delta_warning, steps_for_epochs
 
         if self.planned_steps is not None:
             return
@@ -198,6 +206,9 @@ class MaskDPTrainer(Trainer):
         else:
             private = []
         self._private_indices, self._private_records = private, len(private)
+        warning = delta_warning(args.target_delta, len(private)) if args.is_private else None
+        if warning:
+            logger.warning(warning)
 
         if private:
             rate = args.private_batch_size / len(private)
@@ -397,6 +408,14 @@ class MaskDPTrainer(Trainer):
             )
         if self.args.privacy_mode == "maskdp":
             self._mask_values(dataset)
+        # Every row, before the first step: masks vouched for (docs/privacy.md) and of their clip's
+        # shape (container headers, no decoding), labels the model can take.
+        mask_check = check_masks(dataset, "train_dataset", trust_masks=self.args.trust_masks,
+                                 vouch=self.args.uses_public_branch, mask_column=self.args.mask_column,
+                                 video_column=column)
+        self._mask_check = mask_check if self.args.uses_public_branch else None
+        check_labels(dataset, getattr(self.model.config, "num_labels", None),
+                     getattr(self.data_collator, "label_column", "label"))
         rows = self._rows([0])
         self.data_collator(rows)
         if self.args.uses_public_branch:
