@@ -148,7 +148,7 @@ def run(args) -> int:
               f"epsilon={eps:.4g}, delta={delta:g}; saved to {args.output_dir}")
         if record["fully_public_records"] is not None:
             masks = "TRUSTED (--trust-masks), not verified" if args.trust_masks else "verified"
-            print(f"{record['fully_public_records']} of {record['dataset_size']} training clips have no sensitive "
+            print(f"{record['fully_public_records']} of {record['training_rows']} training clips have no sensitive "
                   f"pixel (public only); masks {masks}")
     _close_process_group()
     return 0
