@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,pose]"
+	$(BIN)/pip install -q -e ".[dev,pose,ray]"
 	# mediapipe 0.10.21 is the last wheel that ships its models; it declares numpy<2, which
 	# would break pyarrow, so it goes in without its declared dependencies (pose extra has the rest).
 	$(BIN)/pip install -q --no-deps mediapipe==0.10.21

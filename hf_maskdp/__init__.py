@@ -20,6 +20,8 @@ _EXPORTS = {
     "encode_video": "hf_maskdp.video",
     "encode_mask": "hf_maskdp.video",
     "decode_mask": "hf_maskdp.video",
+    "encode_anonymized_clip": "hf_maskdp.storage",
+    "read_anonymized_clip": "hf_maskdp.storage",
     # training
     "MaskDPConfig": "hf_maskdp.training.config",
     "MaskDPTrainer": "hf_maskdp.training.trainer",

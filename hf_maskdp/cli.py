@@ -20,13 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"hf_maskdp.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"hf_maskdp.commands.{name}":
-                raise
-            continue  # command not built yet
-        module.register(subparsers)
+        importlib.import_module(f"hf_maskdp.commands.{name}").register(subparsers)
     return parser
 
 
@@ -38,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError, PermissionError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as err:
         # Bad input: one clear line, no traceback.
         print(f"hf-maskdp {args.command}: error: {err}", file=sys.stderr)
         return 2

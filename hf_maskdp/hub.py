@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hf_maskdp.storage import FORMAT_COLUMN, LAYER_COLUMN, LOSSLESS_FORMAT, stored_shape_problem
 from hf_maskdp.video import decode_mask, video_shape
 
 logger = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def check_mask_columns(dataset, where: str = "dataset", verify_rows: bool = True
                 f"{where}: column '{column}' has fields {sorted(feature)}, expected 'shape' and 'packed' "
                 "(written by hf_maskdp.video.encode_mask); re-encode the masks with encode_mask"
             )
-    rows = dataset.select_columns([c for c in ("video", *MASK_COLUMNS) if c in columns])
+    rows = dataset.select_columns([c for c in ("video", LAYER_COLUMN, FORMAT_COLUMN, *MASK_COLUMNS) if c in columns])
     n_rows = len(rows) if verify_rows else min(1, len(rows))
     for index in range(n_rows):
         row = rows[index]
@@ -179,12 +180,12 @@ def check_mask_columns(dataset, where: str = "dataset", verify_rows: bool = True
                     "or drop the row"
                 ) from None
             if column == SENSITIVE_MASK and row.get("video") is not None:
-                shape = video_shape(row["video"])  # from the container header: no decoding
-                if shape != mask.shape:
-                    raise ValueError(
-                        f"{where}: row {index} '{column}' has shape {list(mask.shape)} but its video is "
-                        f"{list(shape)} (T, H, W); the mask must cover every pixel of the clip"
-                    )
+                try:  # shapes from the container headers: no decoding
+                    problem = stored_shape_problem(row, mask.shape, video_shape)
+                except ValueError as err:  # an unknown storage format
+                    problem = str(err)
+                if problem:
+                    raise ValueError(f"{where}: row {index} {problem}")
 
 
 class DecodeMasks:
@@ -201,9 +202,10 @@ class DecodeMasks:
 
 
 def summarize_dataset(dataset) -> dict:
-    """Counts for the card and the CLI: clips, frames kept, people found, clips by anonymization status."""
+    """Counts for the card and the CLI: clips, frames kept, people found, clips by anonymization status
+    and by storage format (`hf_maskdp.storage`)."""
     splits = dict(dataset) if hasattr(dataset, "keys") else {"train": dataset}
-    clips, frames, people, statuses = 0, 0, None, Counter()
+    clips, frames, people, statuses, formats = 0, 0, None, Counter(), Counter()
     for split in splits.values():
         clips += len(split)
         for shape in split.select_columns([SENSITIVE_MASK]).flatten()[f"{SENSITIVE_MASK}.shape"]:
@@ -212,7 +214,10 @@ def summarize_dataset(dataset) -> dict:
             people = (people or 0) + sum(split["num_people"])
         if "anonymization" in split.column_names:
             statuses.update(str(s).split(":")[0] for s in split["anonymization"])
-    summary = {"clips": clips, "frames": frames, "splits": {name: len(s) for name, s in splits.items()}}
+        versions = split[FORMAT_COLUMN] if FORMAT_COLUMN in split.column_names else [LOSSLESS_FORMAT] * len(split)
+        formats.update(LOSSLESS_FORMAT if v is None else int(v) for v in versions)
+    summary = {"clips": clips, "frames": frames, "splits": {name: len(s) for name, s in splits.items()},
+               "storage_formats": dict(sorted(formats.items()))}  # fmt: skip
     if people is not None:
         summary["people"] = people
     if statuses:
@@ -274,8 +279,32 @@ def dataset_card(repo_id: str, anonymizer_info: dict | None, summary: dict, exis
         stages=stages,
         other_settings={k: v for k, v in info.items() if k not in used},
         summary=summary,
+        storage=_storage_description(summary.get("storage_formats") or {}, info),
         body_model_license=_body_model_license(str(stages["body_model"])),
     )
+
+
+def _storage_description(formats: dict, info: dict) -> str:
+    """The card's sentence on how clips are stored (format and quality; see hf_maskdp/storage.py)."""
+    from hf_maskdp.storage import DEFAULT_CRF, DEFAULT_LAYER_CRF, DEFAULT_PRESET
+
+    lines = []
+    for version, count in sorted(formats.items()):
+        clips = f"{count} clip{'s' if count != 1 else ''}"
+        if int(version) == LOSSLESS_FORMAT:
+            lines.append(f"- Storage format 1 ({clips}): `video` is lossless RGB H.264 (crf 0); public pixels "
+                         "are read from it and decode exactly as rendered.")  # fmt: skip
+        else:
+            crf, layer_crf = info.get("crf", DEFAULT_CRF), info.get("layer_crf", DEFAULT_LAYER_CRF)
+            preset = info.get("preset", DEFAULT_PRESET)
+            lines.append(
+                f"- Storage format {version} ({clips}): `video` (the composite) is H.264 yuv420p at crf {crf} and "
+                f"`avatar_layer` at crf {layer_crf}, preset {preset} (lossy). The layer is the same frames with every "
+                "sensitive pixel replaced (from public pixels only) *before* encoding, so its encoder never saw a real "
+                "pixel; readers take public pixels from the layer and sensitive ones from `video` "
+                "(`hf_maskdp.read_anonymized_clip`)."
+            )
+    return "\n".join(lines) or "- Storage format: not recorded."
 
 
 def _body_model_license(body_model: str) -> str:
@@ -298,7 +327,8 @@ def _as_dict(value) -> dict:
 
 def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, verify_masks: bool = True,
                             trust_masks: bool = False, **kwargs):
-    """Load an anonymized dataset from the Hub, a `save_to_disk` folder, or a data folder.
+    """Load an anonymized dataset from the Hub, a `save_to_disk` folder, a data folder, or the OUTPUT
+    of a sharded run (`hf-maskdp anonymize --tasks N`: its shards as one dataset, refused unfinished).
 
     Refuses (ValueError) a dataset whose `sensitive_mask` is missing or malformed, and rows whose
     masks cannot be vouched for (`hf_maskdp.privacy.mask_checks`): no anonymizer provenance, or a
@@ -317,7 +347,11 @@ def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, v
     if kwargs.get("streaming"):
         raise ValueError("streaming=True is not supported: the masks are verified when loading; drop streaming=")
     path = Path(str(repo_id_or_path))
-    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
+    if path.is_dir() and (path / ".hf_maskdp" / "plan.json").is_file():  # a sharded run: its parquet shards
+        from hf_maskdp.anonymize.sharded import load_shards
+
+        loaded = load_shards(path, split)
+    elif path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
         loaded = datasets.load_from_disk(str(path))
         if split is not None:
             loaded = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
@@ -347,6 +381,9 @@ def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, v
         where = f"{repo_id_or_path} [{name}]"
         check_mask_columns(part, where=where, verify_rows=verify_masks)
         check_masks(part, where, trust_masks=trust_masks, check_shapes=False)  # shapes: check_mask_columns
+        if FORMAT_COLUMN not in part.column_names:
+            logger.info("%s [%s]: storage format 1 (lossless video, 4-20x larger than format 2); it loads and "
+                        "trains as before; re-anonymize to store it lossy", repo_id_or_path, name)  # fmt: skip
     return loaded.with_transform(DecodeMasks())
 
 

@@ -1,10 +1,10 @@
-"""Video and mask I/O: decode anything a dataset may hold, encode losslessly, pack masks.
+"""Video and mask I/O: decode anything a dataset may hold, encode H.264 (lossless or lossy), pack masks.
 
-Why lossless: a lossy codec predicts and transforms pixels across blocks and frames, so a
-decoded avatar pixel would depend on the real background next to it (and in earlier frames).
-MaskDP promises that pixels with `sensitive_mask == False` are computed from public inputs
-only; that stays true only if the stored video decodes to exactly the pixels we wrote.
-`encode_video` therefore writes RGB H.264 with `crf=0` (lossless) in mp4.
+How an anonymized row stores its clip (a lossy composite plus a lossy avatar layer that never
+saw a real pixel, or the older lossless format) is `hf_maskdp.storage`; this module is the
+codec plumbing under it. A lossy codec predicts and transforms pixels across blocks and frames,
+so a decoded pixel depends on its neighbours: only a stream whose input held no real pixel can
+supply public (`sensitive_mask == False`) pixels.
 
 Masks are stored as `{"shape": [T, H, W], "packed": bytes}` where `packed` is
 `zlib(np.packbits(mask))`: exact, compact (masks are large uniform regions), and needs
@@ -147,14 +147,21 @@ def video_shape(value: Any) -> tuple[int, int, int]:
 
 
 def encode_video(
-    frames: Any, fps: float = 25.0, path: str | os.PathLike | None = None, lossless: bool = True
+    frames: Any,
+    fps: float = 25.0,
+    path: str | os.PathLike | None = None,
+    lossless: bool = True,
+    crf: int = 18,
+    preset: str = "veryfast",
+    x264_params: str | None = None,
 ) -> bytes:
     """Encode frames `(T, H, W, 3)` uint8 as H.264 in mp4; return the bytes.
 
-    `lossless=True` (what datasets store): RGB H.264 with crf 0, so decoding gives back exactly
-    `frames` (see the module docstring for why); odd sizes are fine. `lossless=False`: ordinary
-    yuv420p H.264 that browsers play (for display only: it mixes neighbouring pixels, and odd
-    sizes are cropped by one pixel). If `path` is given, the bytes are also written there.
+    `lossless=True`: RGB H.264 with crf 0, so decoding gives back exactly `frames` (storage
+    format 1, see `hf_maskdp.storage`); odd sizes are fine. `lossless=False`: ordinary yuv420p
+    H.264 at `crf` and `preset` that browsers play (it mixes neighbouring pixels, and odd sizes
+    are cropped by one pixel; `hf_maskdp.storage` pads instead); `x264_params` are passed to
+    libx264 as `key=value:key=value`. If `path` is given, the bytes are also written there.
     """
     import av
 
@@ -162,7 +169,9 @@ def encode_video(
     if lossless:
         codec, pix_fmt, options = "libx264rgb", "rgb24", {"crf": "0", "preset": "ultrafast"}
     else:
-        codec, pix_fmt, options = "libx264", "yuv420p", {"crf": "18", "preset": "veryfast"}
+        codec, pix_fmt, options = "libx264", "yuv420p", {"crf": str(crf), "preset": preset}
+        if x264_params:
+            options["x264-params"] = x264_params
         frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p needs even sizes
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:

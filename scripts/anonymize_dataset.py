@@ -6,8 +6,9 @@
 
 Input: a folder in one of the layouts of `hf_maskdp.data.layouts` (UCF-101, HMDB-51, NTU RGB+D 60,
 Toyota Smarthome; `--layout auto` guesses) or a `save_to_disk` folder with a `video` column.
-Output (`--output_dir`, a `save_to_disk` folder): the anonymizer's columns (`video`, `sensitive_mask`,
-`avatar_mask`, `anonymization`, `num_people`), the labels and other metadata, a `README.md` dataset
+Output (`--output_dir`, a `save_to_disk` folder): the anonymizer's columns (`video`, `avatar_layer`,
+`sensitive_mask`, `storage_format`, `avatar_mask`, `anonymization`, `num_people`; videos stored lossy at
+`--crf`/`--preset`, see `hf_maskdp.storage`), the labels and other metadata, a `README.md` dataset
 card and `anonymization_summary.json`. Every `AnonymizerConfig` field is an option too
 (`--max_frames`, `--seed`, `--errors`, `--downscale`, ...).
 

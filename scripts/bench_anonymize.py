@@ -4,7 +4,7 @@
 
 The clip is the astronaut photo (scikit-image, a real person) as a pan/zoom, encoded as an
 ordinary H.264 mp4. "end to end" is the map function on one row: decode the mp4, every stage,
-then the lossless encode of the video and masks. It also saves the picture
+then the storage encode (`hf_maskdp.encode_anonymized_clip`: composite, avatar layer, masks). It also saves the picture
 input | anonymized | sensitive mask (white = sensitive) of the middle frame.
 
 The second table is the cost of several people, at one frame size (448x224): the astronaut
@@ -44,7 +44,8 @@ import numpy as np
 from hf_maskdp.anonymize.pipeline import AvatarAnonymizer
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))  # test fixtures: synthetic SMPL-H, tiny SD
-from hf_maskdp.video import encode_mask, encode_video
+from hf_maskdp.storage import encode_anonymized_clip
+from hf_maskdp.video import encode_mask
 
 GOAL_FPS = 10.0
 STAGES = ["decode", "pose", "tracking", "fit", "render", "inpaint", "composite", "encode"]
@@ -97,8 +98,8 @@ def bench(anonymizer: AvatarAnonymizer, video: bytes, num_frames: int, repeats: 
         start = time.perf_counter()
         result = anonymizer.anonymize_clip(video)
         clock = time.perf_counter()
-        encode_video(result.frames, fps=result.fps)
-        encode_mask(result.sensitive_mask), encode_mask(result.avatar_mask)
+        encode_anonymized_clip(result.frames, result.sensitive_mask, fps=result.fps)
+        encode_mask(result.avatar_mask)
         stages["encode"] += time.perf_counter() - clock
         total += time.perf_counter() - start
         stages.update(result.timings)

@@ -23,6 +23,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from hf_maskdp import read_anonymized_clip
 from hf_maskdp.video import decode_mask, encode_video, load_video_frames, video_fps
 
 DEFAULT_MODEL_DIR = Path("quickstart_output/maskdp_model")  # where `hf-maskdp quickstart` saves its model
@@ -70,7 +71,7 @@ def image_clip(image: np.ndarray, num_frames: int = 24, size: int = 256) -> np.n
 
 
 def write_display_mp4(frames: np.ndarray, path: Path, fps: float = 12.0) -> str:
-    """Ordinary yuv420p H.264 that browsers play (the dataset's lossless RGB mp4 they cannot)."""
+    """Ordinary yuv420p H.264 that browsers play (shown frames are already composed from the stored videos)."""
     encode_video(frames, fps=fps, path=path, lossless=False)
     return str(path)
 
@@ -194,8 +195,8 @@ def anonymize(video_path, body_model, seed, inpainter, refine, limits: SpaceLimi
     if row["video"] is None:  # withheld: nothing is public, show the whole input as sensitive
         sensitive, avatar, shown = np.ones(frames.shape[:3], bool), np.zeros(frames.shape[:3], bool), frames
     else:
-        sensitive, avatar = decode_mask(row["sensitive_mask"]), decode_mask(row["avatar_mask"])
-        shown = load_video_frames(row["video"])  # the lossless mp4 a dataset would store
+        shown, sensitive = read_anonymized_clip(row)  # what a dataset stores, read as a model reads it
+        avatar = decode_mask(row["avatar_mask"])
         anonymized = write_display_mp4(shown, folder / "anonymized.mp4", fps)
     overlay = write_display_mp4(mask_overlay(shown, sensitive), folder / "sensitive_overlay.mp4", fps)
     size = f"{frames.shape[2]}x{frames.shape[1]}{note}"

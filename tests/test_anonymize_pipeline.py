@@ -168,7 +168,10 @@ def test_public_pixels_are_computed_from_public_inputs_only(astronaut_result):
     frames, tracks, _ = astronaut_result
     track = tracks[0]
     pose = {"keypoints_2d": track.keypoints_2d, "keypoints_3d": track.keypoints_3d, "visibility": track.visibility}
-    anonymizer = AvatarAnonymizer(pose_source="given", seed=3)
+    # Which pixels are public is the point here. These given poses carry no segmentation, so the
+    # erased region is the skeleton's and parts of the bulky spacesuit stay real: the residual
+    # check rightly withholds that clip (see test_real_footage.py), so it is off for this test.
+    anonymizer = AvatarAnonymizer(pose_source="given", seed=3, residual_check=False)
     other = pan_zoom(skimage_data.chelsea(), len(frames), frames.shape[1])  # a cat: different real pixels
     a = anonymizer.anonymize_clip(frames, {"pose": pose})
     b = anonymizer.anonymize_clip(other, {"pose": pose})
@@ -285,20 +288,24 @@ def test_avatar_not_covering_its_person_is_a_poor_fit(astronaut_result):
 # ----------------------------------------------------------------------------- datasets.map
 
 
-def test_map_writes_lossless_video_and_exact_masks(anonymizer, astronaut_mp4, astronaut_result, tmp_path):
+def test_map_writes_the_storage_columns_and_exact_masks(anonymizer, astronaut_mp4, astronaut_result, tmp_path):
     import json
 
-    from hf_maskdp import __version__
+    from hf_maskdp import __version__, encode_anonymized_clip, read_anonymized_clip
     from hf_maskdp.hub import load_anonymized_dataset
 
     _, _, result = astronaut_result
     data = datasets.Dataset.from_dict({"video": [{"path": str(astronaut_mp4), "bytes": None}], "label": [7]})
     data = data.cast_column("video", datasets.Video(decode=False))
-    out = data.map(anonymizer, batched=True, batch_size=1)
+    out = data.map(anonymizer, batched=True, batch_size=1, features=anonymizer.features(data.features))
     row = out[0]
     assert row["label"] == 7 and row["anonymization"] == "ok" and row["num_people"] == 1
-    np.testing.assert_array_equal(load_video_frames(row["video"]), result.frames)  # bit-exact
-    np.testing.assert_array_equal(decode_mask(row["sensitive_mask"]), result.sensitive_mask)
+    assert row["storage_format"] == 2 and out.features["avatar_layer"] == out.features["video"]
+    stored = encode_anonymized_clip(result.frames, result.sensitive_mask, fps=result.fps)
+    assert row["avatar_layer"]["bytes"] == stored["avatar_layer"]["bytes"]  # what the function writes, no other copy
+    frames, mask = read_anonymized_clip(row)
+    np.testing.assert_array_equal(mask, result.sensitive_mask)
+    assert np.abs(frames.astype(int) - result.frames).mean() < 3  # lossy (crf 18), close
     np.testing.assert_array_equal(decode_mask(row["avatar_mask"]), result.avatar_mask)
     # provenance: who made the row and the invariant it keeps, which the loader then checks on every row
     provenance = json.loads(row["provenance"])
@@ -307,6 +314,8 @@ def test_map_writes_lossless_video_and_exact_masks(anonymizer, astronaut_mp4, as
     assert not (~result.sensitive_mask & ~result.avatar_mask).any()
     out.save_to_disk(str(tmp_path / "anon"))
     assert len(load_anonymized_dataset(str(tmp_path / "anon"))) == 1
+    coarse = AvatarAnonymizer(anonymizer.config, crf=30, preset="ultrafast")._row(result)
+    assert len(coarse["video"]["bytes"]) < len(row["video"]["bytes"])  # the quality knobs reach the encoder
 
 
 _NUM_PROC_SCRIPT = """

@@ -20,8 +20,9 @@ from hf_maskdp.privacy.attacks import (  # noqa: E402
     face_check,
     identity_probe,
 )
+from hf_maskdp.storage import encode_anonymized_clip  # noqa: E402
 from hf_maskdp.training.collator import VideoClipCollator  # noqa: E402
-from hf_maskdp.video import decode_mask, encode_mask  # noqa: E402
+from hf_maskdp.video import decode_mask, load_video_frames  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 SIGNIFICANT = 0.01  # one-sided p-value below which a probe "beats chance"
@@ -42,7 +43,8 @@ def probe(data, view: str):
     for split in ("train", "test"):
         rows = list(data[split])
         if view == "broken masks":  # a broken anonymizer: the real person published as public pixels
-            rows = [{**r, "video": r["original"], "sensitive_mask": encode_mask(~decode_mask(r["person_mask"]))} for r in rows]
+            rows = [{**r, **encode_anonymized_clip(load_video_frames(r["original"]), ~decode_mask(r["person_mask"]))}
+                    for r in rows]  # stored as the anonymizer stores clips
         pixels = clip_pixels(rows, collator, public_view=view in ("public view", "broken masks"))
         splits += [pixels, [r["identity"] for r in rows]]
     return identity_probe(*splits, probe="linear", view=view)

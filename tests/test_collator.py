@@ -83,6 +83,27 @@ def test_bad_rows_get_clear_errors():
         collator([{"label": 0}])
 
 
+def test_format_2_rows_public_view_reads_the_layer_and_the_private_branch_the_composite():
+    from hf_maskdp import encode_anonymized_clip, read_anonymized_clip
+
+    rng = np.random.default_rng(3)
+    shape = (4, 24, 32)
+    yy, xx = np.mgrid[: shape[1], : shape[2]]
+    frames = np.stack([np.stack([xx * 7 + t, yy * 9, xx + yy], -1) for t in range(shape[0])]).astype(np.uint8)
+    mask = np.ones(shape, bool)
+    mask[:, 4:20, 8:20] = False  # the avatar
+    row = {**encode_anonymized_clip(frames, mask), "label": 1}
+    noise = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    swapped = {**row, "video": {"path": None, "bytes": encode_video(noise, lossless=False)}}  # another composite
+    collator = VideoClipCollator(num_frames=4, image_size=16)
+    assert torch.equal(collator.public_batch([row])["pixel_values"], collator.public_batch([swapped])["pixel_values"])
+    assert torch.equal(collator.public_batch([row])["pixel_values"], collator.public_batch([{**row, "video": None}])["pixel_values"])
+    full = collator([row])["pixel_values"]
+    assert not torch.equal(full, collator([swapped])["pixel_values"])  # the private branch reads the composite
+    expected = collator([{"video": read_anonymized_clip(row)[0], "sensitive_mask": mask, "label": 1}])["pixel_values"]
+    assert torch.equal(full, expected)
+
+
 @settings(max_examples=10, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.sampled_from([0.05, 0.5]), st.sampled_from([(6, 20, 24), (5, 40, 30)]))
 def test_scene_fill_is_blind_to_sensitive_pixels(seed, density, shape):

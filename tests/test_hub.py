@@ -29,6 +29,7 @@ from hf_maskdp.hub import (  # noqa: E402
     write_model_card,
 )
 from hf_maskdp.privacy.mask_checks import anonymizer_provenance  # noqa: E402
+from hf_maskdp.storage import encode_anonymized_clip, read_anonymized_clip, storage_features  # noqa: E402
 from hf_maskdp.video import encode_mask, encode_video, mask_feature, video_feature  # noqa: E402
 
 ALICE, BOB = "hf_alice_write", "hf_bob_write"
@@ -47,20 +48,23 @@ def _repo(name: str, user: str = "alice") -> str:
     return f"{user}/{name}-{uuid.uuid4().hex[:8]}"  # one session-wide server: unique names per test
 
 
-def _clips(n: int = 3, seed: int = 0):
-    """Tiny anonymized-looking rows: random frames, masks, statuses (as the anonymizer writes them)."""
+def _clips(n: int = 3, seed: int = 0, lossless: bool = False):
+    """Tiny anonymized-looking rows: random frames, masks, statuses (as the anonymizer writes them;
+    `lossless=True`: storage format 1, as it wrote them before)."""
     rng = np.random.default_rng(seed)
     frames = [rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8) for _ in range(n)]
     masks = [rng.random((4, 16, 16)) < 0.6 for _ in range(n)]
+    stored = [{"video": {"path": f"clip{i}.mp4", "bytes": encode_video(frames[i])}, "sensitive_mask": encode_mask(masks[i])}
+              if lossless else encode_anonymized_clip(frames[i], masks[i]) for i in range(n)]  # fmt: skip
     rows = [
-        {"video": {"path": f"clip{i}.mp4", "bytes": encode_video(frames[i])}, "sensitive_mask": encode_mask(masks[i]),
-         "avatar_mask": encode_mask(~masks[i]), "anonymization": ["ok", "partial: lost track", "no_person"][i % 3],
+        {**stored[i], "avatar_mask": encode_mask(~masks[i]),
+         "anonymization": ["ok", "partial: lost track", "no_person"][i % 3],
          "provenance": anonymizer_provenance(ANONYMIZER), "label": i % 2}
         for i in range(n)
-    ]
-    features = datasets.Features({"video": video_feature(), "sensitive_mask": mask_feature(),
-                                  "avatar_mask": mask_feature(), "anonymization": datasets.Value("string"),
-                                  "provenance": datasets.Value("string"), "label": datasets.Value("int64")})
+    ]  # fmt: skip
+    columns = {"video": video_feature(), "sensitive_mask": mask_feature()} if lossless else storage_features()
+    features = datasets.Features({**columns, "avatar_mask": mask_feature(), "anonymization": datasets.Value("string"),
+                                  "provenance": datasets.Value("string"), "label": datasets.Value("int64")})  # fmt: skip
     return datasets.Dataset.from_list(rows, features=features), masks
 
 
@@ -125,8 +129,14 @@ def test_malformed_masks_are_refused(tmp_path):
     # Only the second row is wrong: every row's mask is checked against its clip.
     wrong_shape = dataset.map(lambda row, i: {"sensitive_mask": encode_mask(np.ones((4, 8, 8), bool)) if i == 1
                                               else row["sensitive_mask"]}, with_indices=True)
-    with pytest.raises(ValueError, match=r"row 1 'sensitive_mask' has shape \[4, 8, 8\] but its video is \[4, 16, 16\]"):
+    with pytest.raises(ValueError, match=r"row 1 'video' is \[4, 16, 16\] \(T, H, W\) but its mask is \[4, 8, 8\]"):
         push_anonymized_dataset(wrong_shape, _repo("wrong-shape"), token=ALICE)
+    # format 2: the avatar layer must fit the mask too
+    small_layer = encode_anonymized_clip(np.zeros((4, 40, 40, 3), np.uint8), np.ones((4, 40, 40), bool))["avatar_layer"]
+    wrong_layer = dataset.map(lambda row, i: {"avatar_layer": small_layer if i == 1 else row["avatar_layer"]},
+                              with_indices=True)  # fmt: skip
+    with pytest.raises(ValueError, match=r"row 1 'avatar_layer' is \[4, 40, 40\] \(T, H, W\) but its mask is \[4, 16, 16\]"):
+        push_anonymized_dataset(wrong_layer, _repo("wrong-layer"), token=ALICE)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -143,6 +153,7 @@ def test_dataset_round_trip_is_private_by_default(hub, tmp_path):
     # Load in a fresh process with an empty cache: once with the owner's token, once anonymously.
     script = f"""
 import json, numpy as np
+from hf_maskdp import read_anonymized_clip
 from hf_maskdp.hub import load_anonymized_dataset
 out = {{}}
 try:  # first, while the cache is empty (datasets falls back to its cache when the Hub says no)
@@ -151,7 +162,8 @@ except ValueError as err:
     out["anonymous"] = str(err)
 ds = load_anonymized_dataset({repo_id!r}, split="train", token={ALICE!r})
 out.update(n=len(ds), masks=[np.asarray(r["sensitive_mask"]).tolist() for r in ds],
-           dtype=str(ds[0]["sensitive_mask"].dtype), video=sorted(ds[0]["video"]), labels=list(ds["label"]))
+           dtype=str(ds[0]["sensitive_mask"].dtype), video=sorted(ds[0]["video"]), labels=list(ds["label"]),
+           frames=[read_anonymized_clip(r)[0].tolist() for r in ds])
 print("RESULT" + json.dumps(out))
 """
     env = {**os.environ, "HF_HOME": str(tmp_path / "fresh_home")}
@@ -162,6 +174,8 @@ print("RESULT" + json.dumps(out))
     assert result["dtype"] == "bool" and result["video"] == ["bytes", "path"]
     for loaded, original in zip(result["masks"], masks):
         np.testing.assert_array_equal(np.array(loaded, dtype=bool), original)
+    for loaded, row in zip(result["frames"], dataset):  # the stored videos came back unchanged
+        np.testing.assert_array_equal(np.array(loaded, dtype=np.uint8), read_anonymized_clip(row)[0])
     assert "private" in result["anonymous"] and "token=" in result["anonymous"], result["anonymous"]
 
     # The card says what was done, what the mask means, the counts and the license caveat.
@@ -173,6 +187,7 @@ print("RESULT" + json.dumps(out))
                  "**`True` means the pixel may carry real-world", "MaskDP relies on `sensitive_mask`",
                  "The backgrounds are real", "Clips: 3", "Frames: 12", "People replaced: 4",
                  "`no_person`: 1, `ok`: 1, `partial`: 1", "non-commercial", "MaskDPTrainer",
+                 "Storage format 2 (3 clips)", "H.264 yuv420p at crf 18 and `avatar_layer` at crf 23, preset veryfast", "hf_maskdp.read_anonymized_clip",
                  f'load_anonymized_dataset("{repo_id}"'):
         assert fact in text, fact
     # datasets' own metadata survived the card rewrite (it is what load_dataset reads the features from)
@@ -209,13 +224,19 @@ def test_private_push_into_an_existing_public_repo_is_refused(hub):
     assert hub.repo(repo_id, "dataset").commits[hub.repo(repo_id, "dataset").main].keys() == {".gitattributes"}
 
 
-def test_local_save_to_disk_round_trip(tmp_path):
-    dataset, masks = _clips(2)
+@pytest.mark.parametrize("lossless", [False, True], ids=["format-2", "format-1-lossless"])
+def test_local_save_to_disk_round_trip(tmp_path, caplog, lossless):
+    dataset, masks = _clips(2, lossless=lossless)
     datasets.DatasetDict({"train": dataset}).save_to_disk(tmp_path / "dd")
-    loaded = load_anonymized_dataset(str(tmp_path / "dd"), split="train")
+    with caplog.at_level(logging.INFO, logger="hf_maskdp.hub"):
+        loaded = load_anonymized_dataset(str(tmp_path / "dd"), split="train")
+    assert ("storage format 1 (lossless video" in caplog.text) == lossless  # a one-line note for old datasets
     assert loaded[1]["avatar_mask"].dtype == bool
     np.testing.assert_array_equal(loaded[1]["avatar_mask"], ~masks[1])
     assert loaded[1]["video"]["bytes"] == dataset[1]["video"]["bytes"]
+    frames, mask = read_anonymized_clip(loaded[1])  # masks already decoded by the loader: read_anonymized_clip takes both
+    np.testing.assert_array_equal(mask, masks[1])
+    np.testing.assert_array_equal(frames, read_anonymized_clip(dataset[1])[0])
 
 
 # --------------------------------------------------------------------------- model cards and models

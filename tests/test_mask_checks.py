@@ -184,7 +184,7 @@ def test_a_wrong_mask_shape_in_a_later_row_fails_before_the_first_step(tmp_path,
     rows[4] = {**rows[4], "sensitive_mask": encode_mask(wrong), "avatar_mask": encode_mask(~wrong)}
     trainer = _trainer(tmp_path, _dataset(rows), privacy_mode=mode)
     with pytest.raises(ValueError, match=r"rows 4\) have a 'sensitive_mask' whose shape is not their clip's.*"
-                                         r"mask \[6, 20, 20\], clip \[6, 20, 24\]"):
+                                         r"'video' is \[6, 20, 24\] .* but its mask is \[6, 20, 20\]"):
         trainer.train()
     assert trainer.state.global_step == 0
 

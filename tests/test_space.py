@@ -131,12 +131,12 @@ def test_anonymize_the_astronaut_example(space):
     assert np.abs(shown_original - source).mean() < 3  # display copy of the input (lossy, close)
 
     # The page shows what the map function computes: run it here on the same clip and compare.
+    from hf_maskdp import read_anonymized_clip
     from hf_maskdp.anonymize.pipeline import AvatarAnonymizer, AnonymizerConfig
-    from hf_maskdp.video import decode_mask
 
-    row = AvatarAnonymizer(AnonymizerConfig(body_model="mannequin", seed=0))({"video": [source]})
-    sensitive = decode_mask(row["sensitive_mask"][0])
-    expected = load_video_frames(row["video"][0]).astype(int)
+    out = AvatarAnonymizer(AnonymizerConfig(body_model="mannequin", seed=0))({"video": [source]})
+    expected, sensitive = read_anonymized_clip({key: values[0] for key, values in out.items()})
+    expected = expected.astype(int)
     assert f"public (avatar) pixels: {100 * (~sensitive).mean():.1f} %" in status
     assert np.abs(shown - expected).mean() < 3
     # The overlay tints exactly the sensitive pixels red.

@@ -60,7 +60,7 @@ def test_anonymize_the_example_clip_in_a_browser(browser, space_url, tmp_path):
     status.get_by_text("people found: 1").wait_for(timeout=120_000)
     assert "Status: ok" in status.inner_text()
     video = page.locator("#video-anonymized video")
-    # The browser itself decodes the anonymized clip (the dataset's lossless RGB mp4 would not play).
+    # The browser itself decodes the anonymized clip (the page shows a yuv420p H.264 display copy).
     page.wait_for_function(
         "v => v.readyState >= 2 && v.videoWidth === 256", arg=video.element_handle(), timeout=30_000
     )

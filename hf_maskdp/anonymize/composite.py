@@ -1,6 +1,6 @@
 """Composite the rendered avatars over the inpainted background, and say which pixels are public.
 
-The mask contract (docs/privacy.md, MASKDP.md): a pixel is public (`sensitive == False`) only
+The mask contract (docs/privacy.md, "Records, masks and masked adjacency"): a pixel is public (`sensitive == False`) only
 if its value is computed from public inputs alone. Here that is exactly the pixels fully
 covered by the render (coverage == 1): their colour is copied from the render, which read
 only the avatar meshes. Antialiased edges mix in the real background, so they stay

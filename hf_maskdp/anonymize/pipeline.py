@@ -5,17 +5,23 @@
     -> [refine, optional] -> composite -> encode
 
 Output columns: the anonymized clip replaces the input's video column (`video_column`, "video"
-by default; lossless mp4, `{"path", "bytes"}`), plus `sensitive_mask` and `avatar_mask`
+by default), with `avatar_layer`, `sensitive_mask` and `storage_format` as
+`hf_maskdp.encode_anonymized_clip` writes them (lossy H.264 at `crf`, `layer_crf`, `preset`; read
+them back with `hf_maskdp.read_anonymized_clip`), plus `avatar_mask`
 (`hf_maskdp.video.encode_mask`), `anonymization` (status), `num_people` and `provenance` (package
 version, this config and the invariant `public ⊆ avatar` it guarantees, which the loader and the
-trainer check: `hf_maskdp.privacy.mask_checks`); the input's other columns pass through. `sensitive_mask` is False only on pixels fully covered by an avatar,
+trainer check: `hf_maskdp.privacy.mask_checks`); the input's other columns pass through.
+`sensitive_mask` is False only on pixels fully covered by an avatar,
 whose colour comes from the render alone (see `composite.py`).
 
-Failure policy (`errors`): a clip where a *detected* person may still be visible (nobody found, a
-person without a pose in some frames after gap filling, a person who could not be fitted or whose
-avatar does not cover them, undecodable input) is never published as anonymized. A person the
-detector never finds (beyond `max_people`, or too small or unusual for mediapipe) stays in an
-`ok` clip, marked sensitive like every non-avatar pixel (docs/privacy.md, Sharp edges). "withhold"
+Failure policy (`errors`): a clip where a person may still be visible (nobody found, a person
+without a pose in some frames after gap filling, a person who could not be fitted or whose avatar
+does not cover them, undecodable input) is never published as anonymized. Before a clip is `ok`,
+an independent check (`residual.py`: person segmentation, faces, hands, on every output frame)
+looks for real people outside the avatars, such as someone the pose model never found; evidence
+makes the clip `residual_person: ...`. A person that neither the pose model nor the check sees
+(too small, too unusual) still stays in an `ok` clip, marked sensitive like every non-avatar
+pixel (docs/privacy.md, Sharp edges). "withhold"
 (default) writes `video=None` and empty masks with a status saying why; "keep" keeps the
 processed clip with an all-sensitive mask (a valid MaskDP record: nothing public);
 "raise" stops the map at the first such clip.
@@ -40,7 +46,18 @@ from typing import Any
 import numpy as np
 
 from hf_maskdp.privacy.mask_checks import PROVENANCE_COLUMN, anonymizer_provenance
-from hf_maskdp.video import encode_mask, encode_video, load_video_frames, mask_feature, video_feature, video_fps
+from hf_maskdp.storage import (
+    DEFAULT_CRF,
+    DEFAULT_LAYER_CRF,
+    DEFAULT_PRESET,
+    FORMAT_COLUMN,
+    LAYER_COLUMN,
+    STORAGE_FORMAT,
+    check_quality,
+    encode_anonymized_clip,
+    storage_features,
+)
+from hf_maskdp.video import encode_mask, load_video_frames, mask_feature, video_fps
 
 STATUS_OK, STATUS_NO_PERSON = "ok", "no_person"
 ERROR_POLICIES = ("withhold", "keep", "raise")
@@ -69,6 +86,8 @@ class AnonymizerConfig:
     min_fit_coverage: float = 0.35  # each avatar must cover this fraction of its person's segmentation (see _status)
     region_dilation: float = 0.02  # erase the person region grown by this fraction of the frame diagonal
     min_detection_confidence: float = 0.5
+    search_crops: bool = True  # mediapipe: search again in crops around person segmentation nobody explains
+    residual_check: bool = True  # independent detectors look for real people left outside the avatars (residual.py)
     focal_length: float | None = None  # pixels; default max(H, W) (~53 degrees across)
     max_frames: int | None = None  # read at most this many frames per clip
     max_resolution: int | None = 1920  # longest side accepted (a 4K clip is refused unless downscale)
@@ -77,6 +96,9 @@ class AnonymizerConfig:
     smplh_model_path: str | None = None  # body_model="smplh": the user's SMPL-H .npz (or SMPLH_MODEL_PATH)
     refiner: str | None = None  # a diffusers img2img model id or path; None = no refinement
     refiner_options: dict | str | None = field(default_factory=dict)  # RefinerConfig fields (a JSON string is fine)
+    crf: int = DEFAULT_CRF  # H.264 quality of the stored composite, what people watch (lower = better, larger)
+    layer_crf: int = DEFAULT_LAYER_CRF  # H.264 quality of the avatar layer, where public pixels are read from
+    preset: str = DEFAULT_PRESET  # x264 preset of both: slower presets give smaller files for the same quality
 
     def __post_init__(self):
         from hf_maskdp.anonymize.body import BODY_MODELS
@@ -100,6 +122,7 @@ class AnonymizerConfig:
             raise ValueError(f"min_fit_coverage={self.min_fit_coverage}: a fraction in [0, 1]")
         if self.max_resolution is not None and self.max_resolution < 16:
             raise ValueError(f"max_resolution={self.max_resolution} is too small; use >= 16 or None")
+        check_quality(self.crf, self.preset, self.layer_crf)
         self._check_smplh()
         self._check_refiner()
 
@@ -180,11 +203,11 @@ class AvatarAnonymizer:
         elif overrides:
             config = AnonymizerConfig(**{**config.to_dict(), **overrides})
         self.config = config
-        self._pose = self._inpaint = self._refine = None
+        self._pose = self._inpaint = self._refine = self._residual = None
         self._renderers: dict = {}
 
     def __getstate__(self):  # models are per process: never pickled, rebuilt lazily
-        return {"config": self.config, "_pose": None, "_inpaint": None, "_refine": None, "_renderers": {}}
+        return {"config": self.config, "_pose": None, "_inpaint": None, "_refine": None, "_residual": None, "_renderers": {}}
 
     def __repr__(self):
         return f"AvatarAnonymizer({self.config!r})"
@@ -203,8 +226,8 @@ class AvatarAnonymizer:
 
     def _batch(self, batch: dict) -> dict:
         column = self.config.video_column
-        out = {"video": [], "sensitive_mask": [], "avatar_mask": [], "anonymization": [], "num_people": [],
-               PROVENANCE_COLUMN: []}
+        out = {"video": [], LAYER_COLUMN: [], "sensitive_mask": [], FORMAT_COLUMN: [], "avatar_mask": [],
+               "anonymization": [], "num_people": [], PROVENANCE_COLUMN: []}  # fmt: skip
         for i, video in enumerate(batch[column]):
             row = {key: values[i] for key, values in batch.items()}
             result = self.anonymize_clip(video, row)
@@ -221,12 +244,13 @@ class AvatarAnonymizer:
         if not keep:
             shape = (0, 0) if result.frames is None else result.frames.shape[1:3]
             empty = encode_mask(np.zeros((0, *shape), bool))
-            return {"video": None, "sensitive_mask": empty, "avatar_mask": empty, "anonymization": result.status,
-                    "num_people": result.num_people, PROVENANCE_COLUMN: self._provenance()}  # fmt: skip
+            return {"video": None, LAYER_COLUMN: None, "sensitive_mask": empty, FORMAT_COLUMN: STORAGE_FORMAT,
+                    "avatar_mask": empty, "anonymization": result.status, "num_people": result.num_people,
+                    PROVENANCE_COLUMN: self._provenance()}  # fmt: skip
         sensitive = result.sensitive_mask if result.ok else np.ones(result.frames.shape[:3], bool)
         return {
-            "video": {"bytes": encode_video(result.frames, fps=result.fps), "path": None},
-            "sensitive_mask": encode_mask(sensitive),
+            **encode_anonymized_clip(result.frames, sensitive, fps=result.fps, crf=self.config.crf,
+                                     layer_crf=self.config.layer_crf, preset=self.config.preset),
             "avatar_mask": encode_mask(result.avatar_mask),
             "anonymization": result.status,
             "num_people": result.num_people,
@@ -243,9 +267,9 @@ class AvatarAnonymizer:
         from datasets import Features, Value
 
         features = dict(input_features or {})
-        features[self.config.video_column] = video_feature()  # the anonymized clip, in place of the real one
-        features.update(sensitive_mask=mask_feature(), avatar_mask=mask_feature(),
-                        anonymization=Value("string"), num_people=Value("int32"))  # fmt: skip
+        stored = storage_features()
+        features[self.config.video_column] = stored.pop("video")  # the anonymized clip, in place of the real one
+        features.update(stored, avatar_mask=mask_feature(), anonymization=Value("string"), num_people=Value("int32"))
         features[PROVENANCE_COLUMN] = Value("string")
         return Features(features)
 
@@ -277,7 +301,10 @@ class AvatarAnonymizer:
         with _timed(timings, "tracking"):
             tracks = [smooth(fill_gaps(track, cfg.max_gap), cfg.smoothing_sigma) for track in tracks]
         if not tracks:
-            return AnonymizedClip(STATUS_NO_PERSON, frames, avatar_mask=np.zeros(shape, bool), fps=fps, timings=dict(timings))
+            nobody = np.zeros(shape, bool)
+            with _timed(timings, "residual_check"):  # someone the pose model never found: say so
+                status = self._residual_status(frames, nobody) or STATUS_NO_PERSON
+            return AnonymizedClip(status, frames, avatar_mask=nobody, fps=fps, timings=dict(timings))
         K = default_intrinsics(shape[2], shape[1], cfg.focal_length)
         identities = [identity_seed(cfg.seed, i, track) for i, track in enumerate(tracks)]
         appearances = [Appearance.sample(np.random.default_rng(identity)) for identity in identities]
@@ -286,7 +313,8 @@ class AvatarAnonymizer:
         with _timed(timings, "render"):
             renders = self._render(meshes, K, shape)
         with _timed(timings, "inpaint"):
-            background = self._inpainter()(frames, self._person_region(shape, tracks))
+            erased = self._person_region(shape, tracks)
+            background = self._inpainter()(frames, erased)
         refiner = self._refiner()
         if refiner is not None:
             with _timed(timings, "refine"):  # mesh i of frame t is person people[t][i]
@@ -302,6 +330,10 @@ class AvatarAnonymizer:
                         sensitive[t] |= refiner.sensitive_pixels(render)
 
         status = _status(tracks, fitted, avatar, cfg.min_fit_coverage)
+        if status == STATUS_OK:
+            with _timed(timings, "residual_check"):
+                painted = erased & np.array([render is not None for render in renders])[:, None, None]
+                status = self._residual_status(output, avatar, painted) or STATUS_OK
         refined_by = None if refiner is None else f"{cfg.refiner} (context={refiner.config.context})"
         return AnonymizedClip(status, output, sensitive, avatar, len(tracks), identities, fps, dict(timings), refined_by)
 
@@ -370,12 +402,23 @@ class AvatarAnonymizer:
             region |= person_region(track, shape, self.config.region_dilation)
         return region
 
+    def _residual_status(self, frames: np.ndarray, avatar: np.ndarray, erased: np.ndarray | None = None) -> str | None:
+        """`residual_person: ...` when the independent detectors see a real person outside the avatars."""
+        if not self.config.residual_check:
+            return None
+        if self._residual is None:
+            from hf_maskdp.anonymize.residual import ResidualPersonCheck
+
+            self._residual = ResidualPersonCheck()
+        return self._residual.check(frames, avatar, erased)
+
     def _pose_source(self):
         if self._pose is None:
             from hf_maskdp.anonymize.pose import make_pose_source
 
             cfg = self.config
-            self._pose = make_pose_source(cfg.pose_source, cfg.pose_column, cfg.min_detection_confidence, cfg.max_people)
+            self._pose = make_pose_source(cfg.pose_source, cfg.pose_column, cfg.min_detection_confidence, cfg.max_people,
+                                          cfg.search_crops)  # fmt: skip
         return self._pose
 
     def _inpainter(self):

@@ -4,7 +4,7 @@ Each person's avatar is cropped from the render, redrawn by a Stable Diffusion i
 pipeline (optionally a ControlNet on the render's depth or edges) with a prompt that
 describes their sampled look, and pasted back onto that person's pixels only.
 
-Privacy rule (MASKDP.md): with `context="render"` (default) the pipeline reads only public
+Privacy rule (docs/privacy.md, "What is *not* protected"): with `context="render"` (default) the pipeline reads only public
 inputs: the render over a constant grey, its depth/edges, a prompt from the seeded
 appearance and a seed. Refined avatar pixels therefore stay `sensitive_mask == False`.
 `context="real"` paints the avatar over the real frame first, so the model sees real

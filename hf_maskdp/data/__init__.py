@@ -13,6 +13,7 @@ _EXPORTS = {
     "build_action_dataset": "hf_maskdp.data.build",
     "generate_clip": "hf_maskdp.data.build",
     "identity_appearance": "hf_maskdp.data.build",
+    "load_video_folder": "hf_maskdp.data.folder",
     "save_action_dataset": "hf_maskdp.data.build",
 }
 

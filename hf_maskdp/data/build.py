@@ -235,7 +235,7 @@ def build_action_dataset_from_config(config: ActionDatasetConfig, sizes: dict[st
 def save_action_dataset(dataset, output_dir, videos: bool = True) -> Path:
     """Save with `save_to_disk`; with `videos`, also write `videos/<split>/*.mp4` + metadata.csv.
 
-    The video folder is what `hf-maskdp anonymize` and `load_dataset("videofolder")` read.
+    The video folder is what `hf-maskdp anonymize` and `hf_maskdp.data.load_video_folder` read.
     """
     import csv
 

@@ -85,7 +85,10 @@ def check_masks(
 
     problems: dict[str, list[int]] = {}
     result = MaskCheck()
-    for index, row in _rows(dataset, (video_column, mask_column, avatar_column, PROVENANCE_COLUMN)):
+    from hf_maskdp.storage import FORMAT_COLUMN, LAYER_COLUMN, stored_shape_problem
+
+    columns = (video_column, mask_column, avatar_column, PROVENANCE_COLUMN, LAYER_COLUMN, FORMAT_COLUMN)
+    for index, row in _rows(dataset, columns):
         if row.get(video_column) is None or (not vouch and row.get(mask_column) is None):
             continue  # withheld by the anonymizer / a mask nobody reads
         result.rows += 1
@@ -95,12 +98,11 @@ def check_masks(
         except ValueError as err:
             raise ValueError(f"{where}: row {index}: {err}; re-run the anonymizer on it or drop the row") from None
         shape, bits = sensitive
-        if check_shapes:
-            clip = tuple(video_shape(row[video_column]))  # the container header: no decoding
-            if clip != shape:
-                problems.setdefault(f"a '{mask_column}' whose shape is not their clip's (T, H, W) "
-                                    f"(first: mask {list(shape)}, clip {list(clip)}); each mask must match "
-                                    "its video frame for frame", []).append(index)
+        if check_shapes:  # the container headers: no decoding
+            problem = stored_shape_problem(row, shape, video_shape, video_column)
+            if problem:
+                problems.setdefault(f"a '{mask_column}' whose shape is not their clip's (first: {problem})",
+                                    []).append(index)
         if not _valid_bits(bits, shape).any():  # no sensitive pixel at all
             result.fully_public.append(index)
         if not vouch:

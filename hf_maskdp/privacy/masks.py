@@ -1,6 +1,6 @@
 """Sensitivity masks through the model's geometry, and the public views built from them.
 
-The public branch of MaskDP may read only pixels with `m = 0` (MASKDP.md, algorithm step 4).
+The public branch of MaskDP may read only pixels with `m = 0` (docs/privacy.md, "One training step", step 4).
 Everything that changes geometry keeps the mask conservative: an output pixel or token is
 public only if *every* input pixel it can depend on is public.
 

@@ -1,4 +1,4 @@
-"""The private branch's Gaussian mechanism (MASKDP.md, algorithm step 3).
+"""The private branch's Gaussian mechanism (docs/privacy.md, "One training step", step 3).
 
     G_priv = (sum_i clip_C(g_i) + N(0, sigma^2 C^2 I)) / (q N)
 

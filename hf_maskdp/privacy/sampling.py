@@ -1,4 +1,4 @@
-"""Batch sampling for the two branches of MaskDP (MASKDP.md, algorithm steps 1 and 2).
+"""Batch sampling for the two branches of MaskDP (docs/privacy.md, "One training step", steps 1 and 2).
 
 - `PoissonBatchSampler` (private branch): every record independently with rate `q`, which is
   what the accountant assumes. It yields empty batches too (they still count as steps) and

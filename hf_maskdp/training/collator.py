@@ -5,11 +5,14 @@ like the model's image processor (VideoMAE's defaults without one), in torch. Th
 through the same geometry conservatively (`hf_maskdp.privacy.masks`): a resized pixel is
 sensitive if any source pixel under its interpolation kernel is.
 
-`public_batch` builds the public view for MaskDP's public branch: sensitive source pixels are
-replaced *before* resizing (so no kernel can mix them in), by the mean colour (`public_fill="mean"`)
-or by a public scene drawn from the collator's own generator (`public_fill="scene"`: the avatar
-appears in surroundings, as people do in real clips, and nothing about them depends on a record).
-Resized pixels marked sensitive get the fill again (0, the mean after normalization, or the scene).
+Rows with a mask are read with `hf_maskdp.read_anonymized_clip`: public pixels come from the
+stored avatar layer (never from the lossy composite, whose codec saw real pixels).
+`public_batch` builds the public view for MaskDP's public branch from the layer alone: sensitive
+source pixels are replaced *before* resizing (so no kernel can mix them in), by the mean colour
+(`public_fill="mean"`) or by a public scene drawn from the collator's own generator
+(`public_fill="scene"`: the avatar appears in surroundings, as people do in real clips, and nothing
+about them depends on a record). Resized pixels marked sensitive get the fill again (0, the mean
+after normalization, or the scene).
 """
 
 from __future__ import annotations
@@ -134,24 +137,23 @@ class VideoClipCollator:
         return batch
 
     def _clip(self, example: dict, public_view: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from ..video import decode_mask, load_video_frames
+        from ..storage import read_anonymized_clip
+        from ..video import load_video_frames
 
         if self.video_column not in example:
             raise ValueError(f"row has no {self.video_column!r} column (keys: {sorted(example)}); set video_column=")
-        frames = load_video_frames(example[self.video_column])
         mask = None
         if example.get(self.mask_column) is not None:
-            mask = decode_mask(example[self.mask_column])
-            if mask.shape != frames.shape[:3]:
-                raise ValueError(
-                    f"{self.mask_column!r} has shape {mask.shape} but the clip is {frames.shape[:3]} (T, H, W): "
-                    "each mask must match its video frame for frame; re-run the anonymizer on this row"
-                )
+            # Public pixels come from the avatar layer; the public view does not even decode the composite.
+            frames, mask = read_anonymized_clip(example, video_column=self.video_column, mask_column=self.mask_column,
+                                                public_only=public_view)  # fmt: skip
         elif public_view:
             raise ValueError(
                 f"the public view needs the {self.mask_column!r} column; pass an anonymized dataset "
                 "(hf-maskdp anonymize) or set mask_column= to the column that holds the mask"
             )
+        else:
+            frames = load_video_frames(example[self.video_column])
         index = uniform_frame_indices(len(frames), self.num_frames)
         x = torch.from_numpy(np.ascontiguousarray(frames[index])).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
         m = torch.from_numpy(mask[index]) if mask is not None else None

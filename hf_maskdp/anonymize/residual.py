@@ -1,0 +1,172 @@
+"""Independent residual-person check: is a real person still visible in an anonymized clip?
+
+The pose model that placed the avatars can miss people (close-ups, partly visible or small
+people, a second person next to the first). Before a clip is published, three other detectors
+read every output frame, and any real-person evidence on pixels no avatar covers (the pixels
+left real, marked sensitive) makes the clip `residual_person: ...`, withheld by default:
+
+- person segmentation: mediapipe's legacy `selfie_segmentation` (landscape model), which finds
+  close-up and partly visible people that pose misses, but also calls a camera tripod or a
+  close-up coffee cup a person. So a segment counts only when BlazePose, run on a crop around
+  it (static-image mode, the avatars painted over from their surroundings), finds a person with
+  most landmarks on it (`pose.CropSearch`);
+- faces: BlazeFace full range (`face_detection`, model_selection=1), which misses turned faces,
+  so it is never relied on alone;
+- hands: mediapipe `hands` (lite model).
+
+All three models ship in the mediapipe 0.10.21 wheel. The check runs on every frame, at the
+frame's own resolution (each model resizes to its own input size, 256x144 to 192x192, so a
+smaller copy would save nothing and lose small people); it never skips frames, since a person
+may be visible in one frame only. An avatar's own edges are blurred by the 256x144 segmentation,
+so evidence within `avatar_margin` of an avatar counts as the avatar's; so does evidence on pixels
+the inpainter painted over (person-shaped smears of background, no real person).
+
+`evidence(frames)` is also what `pose.MediaPipePose` reads to search again (in crops) where the
+pose model found nobody.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+STATUS_RESIDUAL = "residual_person"
+
+
+@dataclass
+class Evidence:
+    """Real-person evidence in one frame."""
+
+    segmentation: np.ndarray  # (H, W) bool: pixels the segmentation model calls person
+    faces: list  # (x0, y0, x1, y1) pixel boxes
+    hands: list  # (x0, y0, x1, y1) pixel boxes around each hand's landmarks
+
+
+class ResidualPersonCheck:
+    """`check(frames, avatar_mask)` -> None when no real person is left, else a status.
+
+    Thresholds (tuned on the real clips in tests/data, see docs/benchmarks.md):
+    `segmentation_threshold=0.5` on the model's soft mask; a person-segmentation blob counts when
+    at least `min_area` (fraction of the frame, 0.3 %: a 12x19 px blob at 320x240) of it lies
+    outside the avatars (dilated by `avatar_margin` of the frame diagonal) and a pose is found on
+    it (up to `max_blobs` blobs per frame, largest first); a face or hand counts
+    when at least `min_uncovered` (a quarter) of its box lies outside them. A face box above
+    `close_up_face` of the frame is reported as a close-up that a body avatar cannot cover.
+    """
+
+    def __init__(self, segmentation_threshold: float = 0.5, min_area: float = 0.003, avatar_margin: float = 0.015,
+                 min_face_confidence: float = 0.5, min_hand_confidence: float = 0.5, min_uncovered: float = 0.25,
+                 close_up_face: float = 0.08):  # fmt: skip
+        self.segmentation_threshold = segmentation_threshold
+        self.min_area = min_area
+        self.avatar_margin = avatar_margin
+        self.min_face_confidence = min_face_confidence
+        self.min_hand_confidence = min_hand_confidence
+        self.min_uncovered = min_uncovered
+        self.close_up_face = close_up_face  # a face box above this fraction of the frame: a close-up
+        self.max_blobs = 4  # segmented blobs searched per frame, largest first
+        self._models: tuple | None = None
+        self._crops = None
+
+    def __getstate__(self):  # mediapipe graphs cannot be pickled; workers rebuild them
+        return {**self.__dict__, "_models": None, "_crops": None}
+
+    def _crop_search(self):
+        if self._crops is None:
+            from hf_maskdp.anonymize.pose import CropSearch
+
+            self._crops = CropSearch(min_area=self.min_area)
+        return self._crops
+
+    def _graphs(self) -> tuple:
+        if self._models is None:
+            from hf_maskdp.anonymize.pose import import_mediapipe
+
+            mp = import_mediapipe()
+            self._models = (
+                mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1),
+                mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=self.min_face_confidence),
+                mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=4, model_complexity=0,
+                                         min_detection_confidence=self.min_hand_confidence),
+            )  # fmt: skip
+        return self._models
+
+    def evidence(self, frames: np.ndarray, faces: bool = True, hands: bool = True) -> list[Evidence]:
+        """Per frame, where the three detectors see a person (hand tracking restarts per call)."""
+        segmenter, face_detector, hand_detector = self._graphs()
+        if hands:
+            hand_detector.reset()
+        height, width = frames.shape[1:3]
+        size = np.array([width, height, width, height], np.float32)
+        result = []
+        for frame in frames:
+            frame = np.ascontiguousarray(frame)
+            segmentation = segmenter.process(frame).segmentation_mask > self.segmentation_threshold
+            face_boxes = []
+            for detection in (face_detector.process(frame).detections if faces else None) or []:
+                box = detection.location_data.relative_bounding_box
+                face_boxes.append(np.array([box.xmin, box.ymin, box.xmin + box.width, box.ymin + box.height]) * size)
+            hand_boxes = []
+            for landmarks in (hand_detector.process(frame).multi_hand_landmarks if hands else None) or []:
+                points = np.array([(p.x, p.y) for p in landmarks.landmark], np.float32)
+                hand_boxes.append(np.concatenate([points.min(0), points.max(0)]) * size)
+            result.append(Evidence(segmentation, face_boxes, hand_boxes))
+        return result
+
+    def uncovered(self, evidence: Evidence, covered: np.ndarray, frame: np.ndarray) -> list[str]:
+        """What of `evidence` lies outside `covered` (H, W bool, already grown by the margin)."""
+        height, width = covered.shape
+        found = []
+        outside = evidence.segmentation & ~covered
+        if outside.sum() >= self.min_area * height * width:
+            crops = self._crop_search()
+            # The avatars are painted over from their surroundings first: otherwise the detector
+            # locks onto an avatar next to the real person (and grey would leave a person-shaped hole).
+            searched = cv2.inpaint(np.ascontiguousarray(frame), covered.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+            for box, blob in crops.blobs(outside, self.min_area)[: self.max_blobs]:
+                if crops.find(searched, box, blob) is not None:
+                    found.append("person (segmentation and pose)")
+                    break
+        for kind, boxes in (("face", evidence.faces), ("hand", evidence.hands)):
+            for box in boxes:
+                x0, y0, x1, y1 = np.clip(np.rint(box), 0, [width, height, width, height]).astype(int)
+                if x1 <= x0 or y1 <= y0:
+                    continue
+                if (~covered[y0:y1, x0:x1]).mean() >= self.min_uncovered:
+                    close_up = kind == "face" and (x1 - x0) * (y1 - y0) >= self.close_up_face * height * width
+                    found.append("close-up face" if close_up else kind)
+                    break
+        return found
+
+    def grow(self, mask: np.ndarray) -> np.ndarray:
+        """`mask` (H, W bool) dilated by `avatar_margin` of the frame diagonal."""
+        height, width = mask.shape
+        radius = max(1, int(round(self.avatar_margin * np.hypot(height, width))))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+    def check(self, frames: np.ndarray, avatar_mask: np.ndarray, erased: np.ndarray | None = None) -> str | None:
+        """None if no frame shows real-person evidence outside the avatars, else a `residual_person: ...` status.
+
+        `erased` (T, H, W bool, optional): pixels painted over from the background (inpainting), which
+        hold no real person however the segmentation reads their smears; they count as covered."""
+        frames_with: dict[str, list[int]] = {}
+        for t, evidence in enumerate(self.evidence(frames)):
+            covered = self.grow(avatar_mask[t]) if erased is None else self.grow(avatar_mask[t]) | erased[t]
+            for kind in self.uncovered(evidence, covered, frames[t]):
+                frames_with.setdefault(kind, []).append(t)
+        if not frames_with:
+            return None
+        return residual_status(frames_with, len(frames))
+
+
+def residual_status(frames_with: dict[str, list[int]], num_frames: int) -> str:
+    """`residual_person: ...` naming the evidence, how many frames and the first one."""
+    parts = ", ".join(f"{kind} in {len(ts)} of {num_frames} frames (first: frame {ts[0]})" for kind, ts in frames_with.items())
+    if "close-up face" in frames_with:
+        return f"{STATUS_RESIDUAL}: close-up a body avatar cannot cover: {parts}"
+    if set(frames_with) == {"hand"}:
+        return f"{STATUS_RESIDUAL}: real hands outside the avatars (a body avatar cannot cover hands alone): {parts}"
+    return f"{STATUS_RESIDUAL}: a real person outside the avatars: {parts}"

@@ -1,0 +1,275 @@
+"""Storage of anonymized clips: format 2 (lossy composite + avatar layer + mask) against format 1
+(lossless video + mask) and against the same frames encoded once, lossy, side by side.
+
+    .venv/bin/python scripts/bench_storage.py [--embedded-clips 8] [--picture docs/images/avatar_edges_lossy.png]
+
+Clips: the embedded action dataset (`hf_maskdp.data.build_action_dataset`, 16 frames at 112 px)
+and real photos (the scikit-image astronaut as a pan/zoom at 224x224, 320x240 and 640x480, and
+next to a second astronaut at 448x224, as scripts/bench_anonymize.py makes them), all anonymized
+by the real pipeline. For each group it prints:
+
+- bytes per clip of the saved dataset (`save_to_disk`, every file: videos, masks, metadata) in
+  format 1 and format 2, and of the anonymized frames encoded once as H.264 crf 18 yuv420p
+  (`encode_video(lossless=False)`, the reference: what the clip costs as an ordinary video);
+- encode and read time per clip (format 2 reads compose `where(mask, composite, layer)`; the
+  public view reads only the layer);
+- how far the frames read back are from the anonymized frames: mean absolute error and PSNR on
+  public pixels, on public pixels within 2 px of a sensitive one (the avatar's edge) and on
+  sensitive pixels, next to the reference encoding's error on the same pixels.
+
+Then a sweep of the quality knobs (crf, layer_crf, preset) and of the layer's design choices, and
+the picture of an avatar edge after lossy coding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))  # bench_anonymize's clips
+import hf_maskdp.storage as storage  # noqa: E402
+from hf_maskdp.storage import encode_anonymized_clip, read_anonymized_clip, storage_features  # noqa: E402
+from hf_maskdp.video import decode_mask, encode_mask, encode_video, load_video_frames, mask_feature, video_feature  # noqa: E402
+
+
+def real_clips() -> list[tuple[str, np.ndarray]]:
+    import skimage.data
+    from bench_anonymize import astronaut_clip, side_by_side_clip
+
+    return [("astronaut 224x224", astronaut_clip(16, 224, 224)), ("astronaut 320x240", astronaut_clip(32, 320, 240)),
+            ("astronaut 640x480", astronaut_clip(32, 640, 480)),
+            ("two astronauts 448x224", side_by_side_clip(skimage.data.astronaut(), 16, 224))]  # fmt: skip
+
+
+def embedded_clips(count: int) -> list[tuple[str, np.ndarray]]:
+    from hf_maskdp.data import build_action_dataset
+
+    data = build_action_dataset(num_train=count, num_test=0, num_frames=16, size=112, progress=False)["train"]
+    return [(f"embedded {i}", load_video_frames(row["video"])) for i, row in enumerate(data)]
+
+
+def anonymize(clips):
+    """(frames, sensitive_mask, avatar_mask) of every clip the anonymizer could process."""
+    from hf_maskdp.anonymize.pipeline import AvatarAnonymizer
+
+    anonymizer = AvatarAnonymizer(seed=0, errors="keep")
+    out = []
+    for name, frames in clips:
+        result = anonymizer.anonymize_clip(frames)
+        if result.frames is None:
+            print(f"  skipped {name}: {result.status}")
+            continue
+        sensitive = result.sensitive_mask if result.ok else np.ones(result.frames.shape[:3], bool)
+        out.append((name, result.frames, sensitive, result.avatar_mask, result.fps))
+    return out
+
+
+def timed(fn, *args, repeat=3, **kwargs):
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        value = fn(*args, **kwargs)
+        best = min(best, time.perf_counter() - start)
+    return value, best
+
+
+def format1_row(frames, sensitive, avatar, fps):
+    return {"video": {"path": None, "bytes": encode_video(frames, fps=fps)}, "sensitive_mask": encode_mask(sensitive),
+            "avatar_mask": encode_mask(avatar)}  # fmt: skip
+
+
+def format2_row(frames, sensitive, avatar, fps, **quality):
+    return {**encode_anonymized_clip(frames, sensitive, fps=fps, **quality), "avatar_mask": encode_mask(avatar)}
+
+
+def saved_bytes(rows, features) -> int:
+    import datasets
+
+    with tempfile.TemporaryDirectory() as folder:
+        datasets.Dataset.from_list(rows, features=datasets.Features(features)).save_to_disk(folder)
+        return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files)
+
+
+def reference(frames, fps):
+    """The anonymized frames as one ordinary lossy video (crf 18, yuv420p, veryfast)."""
+    data = encode_video(storage._pad_even(frames), fps=fps, lossless=False, crf=18, preset="veryfast")
+    return data, load_video_frames(data)[:, : frames.shape[1], : frames.shape[2]]
+
+
+def pixel_sets(sensitive):
+    from scipy import ndimage
+
+    near = ndimage.binary_dilation(sensitive, np.ones((1, 5, 5), bool))
+    return {"public": ~sensitive, "edge": ~sensitive & near, "sensitive": sensitive}
+
+
+def errors(decoded, frames, sensitive) -> dict:
+    diff = decoded.astype(np.float64) - frames
+    out = {}
+    for name, where in pixel_sets(sensitive).items():
+        d = diff[where]
+        mse = float((d**2).mean()) if d.size else 0.0
+        out[name] = (float(np.abs(d).mean()) if d.size else 0.0, 10 * np.log10(255**2 / mse) if mse else float("inf"))
+    return out
+
+
+def bench_group(title, clips) -> None:
+    n = len(clips)
+    rows1, rows2, enc1, enc2, dec1, dec2, pub2, ref_bytes = [], [], 0.0, 0.0, 0.0, 0.0, 0.0, 0
+    err2, err_ref = [], []
+    for _, frames, sensitive, avatar, fps in clips:
+        row1, t1 = timed(format1_row, frames, sensitive, avatar, fps)
+        row2, t2 = timed(format2_row, frames, sensitive, avatar, fps)
+        rows1.append(row1), rows2.append(row2)
+        enc1, enc2 = enc1 + t1, enc2 + t2
+        _, d1 = timed(lambda: (load_video_frames(row1["video"]), decode_mask(row1["sensitive_mask"])))
+        (back, _), d2 = timed(read_anonymized_clip, row2)
+        _, p2 = timed(read_anonymized_clip, row2, public_only=True)
+        dec1, dec2, pub2 = dec1 + d1, dec2 + d2, pub2 + p2
+        data, plain = reference(frames, fps)
+        ref_bytes += len(data)
+        err2.append(errors(back, frames, sensitive)), err_ref.append(errors(plain, frames, sensitive))
+    f1 = {"video": video_feature(), "sensitive_mask": mask_feature(), "avatar_mask": mask_feature()}
+    f2 = {**storage_features(), "avatar_mask": mask_feature()}
+    b1, b2 = saved_bytes(rows1, f1) / n, saved_bytes(rows2, f2) / n
+    ref = ref_bytes / n
+    parts = {k: sum(len(r[k]["bytes"] if k in ("video", "avatar_layer") else r[k]["packed"]) for r in rows2) / n
+             for k in ("video", "avatar_layer", "sensitive_mask", "avatar_mask")}  # fmt: skip
+    public = np.mean([(~c[2]).mean() for c in clips])
+    shapes = sorted({f"{c[1].shape[0]}x{c[1].shape[2]}x{c[1].shape[1]}" for c in clips})
+    print(f"\n## {title}: {n} clips ({', '.join(shapes)} frames x W x H), {public:.1%} of pixels public")
+    print(f"{'':34} | {'KB/clip':>8} | {'x lossy crf 18':>14} | {'encode ms':>9} | {'read ms':>8}")
+    print(f"{'reference: frames lossy crf 18':34} | {ref / 1e3:8.1f} | {1:14.2f} | {'':>9} | {'':>8}")
+    print(f"{'format 1 (lossless), saved':34} | {b1 / 1e3:8.1f} | {b1 / ref:14.2f} | {1e3 * enc1 / n:9.1f} | {1e3 * dec1 / n:8.1f}")
+    print(f"{'format 2 (composite+layer), saved':34} | {b2 / 1e3:8.1f} | {b2 / ref:14.2f} | {1e3 * enc2 / n:9.1f} | {1e3 * dec2 / n:8.1f}")
+    print(f"{'format 2, public view (layer only)':34} | {'':>8} | {'':>14} | {'':>9} | {1e3 * pub2 / n:8.1f}")
+    core = parts["video"] + parts["avatar_layer"] + parts["sensitive_mask"]
+    print(f"format 2 vs format 1: {b1 / b2:.1f}x smaller, encode {enc2 / enc1:.2f}x, read {dec2 / dec1:.2f}x the time; "
+          f"format 2 parts per clip (KB): " + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in parts.items())
+          + f"; video + layer + sensitive_mask alone: {core / ref:.2f}x")  # fmt: skip
+    collator_difference(rows1, rows2)
+    print(f"{'error vs anonymized frames':34} | {'public MAE':>10} | {'PSNR':>5} | {'edge MAE':>8} | {'PSNR':>5} | {'sensitive MAE':>13} | {'PSNR':>5}")
+    for label, errs in (("format 2 read back", err2), ("reference lossy crf 18", err_ref)):
+        cells = []
+        for key in ("public", "edge", "sensitive"):
+            mae = np.mean([e[key][0] for e in errs])
+            psnr = np.mean([e[key][1] for e in errs if np.isfinite(e[key][1])])
+            cells.append(f"{mae:>{13 if key == 'sensitive' else (10 if key == 'public' else 8)}.2f} | {psnr:5.1f}")
+        print(f"{label:34} | " + " | ".join(cells))
+
+
+def collator_difference(rows1, rows2) -> None:
+    """What the model sees: `VideoClipCollator` (8 frames, 112 px, as the quickstart) on format 1 and 2 rows."""
+    from hf_maskdp.training.collator import VideoClipCollator
+
+    collator = VideoClipCollator(num_frames=8, image_size=112)
+    full, public = [], []
+    for a, b in zip(rows1, rows2):
+        full.append((collator([a])["pixel_values"] - collator([b])["pixel_values"]).abs().mean().item())
+        public.append((collator.public_batch([a])["pixel_values"] - collator.public_batch([b])["pixel_values"]).abs().mean().item())
+    scale = 255 / 2  # VideoMAE normalization: 0-255 -> -1..1
+    print(f"model input (collator pixel_values), format 2 vs format 1: mean |difference| {scale * np.mean(full):.2f} "
+          f"(full clip), {scale * np.mean(public):.2f} (public view), in 0-255 units")
+
+
+@contextmanager
+def layer_design(edge_fill_radius=None, x264_params=None):
+    saved = storage.EDGE_FILL_RADIUS, storage.LAYER_X264_PARAMS
+    if edge_fill_radius is not None:
+        storage.EDGE_FILL_RADIUS = edge_fill_radius
+    if x264_params is not None:
+        storage.LAYER_X264_PARAMS = x264_params
+    try:
+        yield
+    finally:
+        storage.EDGE_FILL_RADIUS, storage.LAYER_X264_PARAMS = saved
+
+
+def sweep(title, clips) -> None:
+    print(f"\n## Quality knobs and layer design, {title} (stored bytes = videos + both masks, not the dataset files)")
+    print(f"{'setting':48} | {'x lossy crf 18':>14} | {'encode ms':>9} | {'public PSNR':>11} | {'edge PSNR':>9} | {'sens. PSNR':>10}")
+    ref, ref_errs = 0, []
+    for _, frames, sensitive, _, fps in clips:
+        data, plain = reference(frames, fps)
+        ref += len(data)
+        ref_errs.append(errors(plain, frames, sensitive))
+    psnr = {k: np.mean([e[k][1] for e in ref_errs if np.isfinite(e[k][1])]) for k in ("public", "edge", "sensitive")}
+    print(f"{'reference: frames lossy crf 18, veryfast':48} | {1:14.2f} | {'':>9} | {psnr['public']:11.1f} | "
+          f"{psnr['edge']:9.1f} | {psnr['sensitive']:10.1f}")  # fmt: skip
+    cases = [("crf 18, layer crf 23, veryfast (default)", {}, {}),
+             ("crf 18, layer crf 18", {"layer_crf": 18}, {}), ("crf 18, layer crf 26", {"layer_crf": 26}, {}),
+             ("crf 18, layer crf 23, medium", {"preset": "medium"}, {}),
+             ("crf 23, layer crf 23", {"crf": 23}, {}),
+             ("layer: grey fill, no edge fill", {}, {"edge_fill_radius": 0}),
+             ("layer: edge fill radius 4", {}, {"edge_fill_radius": 4}),
+             ("layer: with mbtree (not a function of its input)", {}, {"x264_params": "mbtree=1"})]  # fmt: skip
+    for label, quality, design in cases:
+        total, seconds, errs = 0, 0.0, []
+        with layer_design(**design):
+            for _, frames, sensitive, avatar, fps in clips:
+                row, t = timed(format2_row, frames, sensitive, avatar, fps, repeat=1, **quality)
+                total += sum(len(row[k]["bytes"]) for k in ("video", "avatar_layer"))
+                total += len(row["sensitive_mask"]["packed"]) + len(row["avatar_mask"]["packed"])
+                seconds += t
+                errs.append(errors(read_anonymized_clip(row)[0], frames, sensitive))
+        psnr = {k: np.mean([e[k][1] for e in errs if np.isfinite(e[k][1])]) for k in ("public", "edge", "sensitive")}
+        print(f"{label:48} | {total / ref:14.2f} | {1e3 * seconds / len(clips):9.1f} | {psnr['public']:11.1f} | "
+              f"{psnr['edge']:9.1f} | {psnr['sensitive']:10.1f}")  # fmt: skip
+
+
+def picture(clip, path: str) -> None:
+    """An avatar edge, 4x enlarged: anonymized frame | format 2 read back with a grey layer fill |
+    with the edge fill (default) | |error| x 4 of the default (sensitive pixels black)."""
+    import cv2
+    from scipy import ndimage
+
+    name, frames, sensitive, avatar, fps = clip
+    t = int(np.argmax((~sensitive).sum(axis=(1, 2))))  # the frame with the most avatar
+    public = ~sensitive[t]
+    edge = public & ndimage.binary_dilation(~public, np.ones((5, 5), bool))
+    ys, xs = np.nonzero(edge)
+    cy, cx = int(np.median(ys)), int(xs[np.argmin(np.abs(ys - np.median(ys)))])  # an edge point at mid height
+    size = 64
+    y0, x0 = np.clip(cy - size // 2, 0, frames.shape[1] - size), np.clip(cx - size // 2, 0, frames.shape[2] - size)
+    crop = (slice(y0, y0 + size), slice(x0, x0 + size))
+    with layer_design(edge_fill_radius=0):
+        grey = read_anonymized_clip(encode_anonymized_clip(frames, sensitive, fps=fps))[0][t]
+    default = read_anonymized_clip(encode_anonymized_clip(frames, sensitive, fps=fps))[0][t]
+    diff = np.where(public[..., None], np.clip(4 * np.abs(default.astype(int) - frames[t]), 0, 255), 0).astype(np.uint8)
+    panels = []
+    for image, text in ((frames[t], "anonymized (exact)"), (grey, "read back, grey fill"),
+                        (default, "read back, edge fill"), (diff, "|error| x4, public px")):  # fmt: skip
+        big = cv2.resize(image[crop], (4 * size, 4 * size), interpolation=cv2.INTER_NEAREST)
+        strip = np.full((24, big.shape[1], 3), 255, np.uint8)
+        cv2.putText(strip, text, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        panels.append(np.concatenate([strip, big]))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    cv2.imwrite(path, np.concatenate(panels, axis=1)[..., ::-1])
+    print(f"\npicture of an avatar edge ({name}, frame {t}, crf 18) saved to {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--embedded-clips", type=int, default=8)
+    parser.add_argument("--picture", default="outputs/avatar_edges_lossy.png")
+    parser.add_argument("--no-sweep", action="store_true")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} CPUs; times are the best of 3 runs per clip")
+    real = anonymize(real_clips())
+    embedded = anonymize(embedded_clips(args.embedded_clips))
+    bench_group("embedded action dataset (hf_maskdp.data)", embedded)
+    bench_group("real photos (astronaut pan/zoom)", real)
+    if not args.no_sweep:
+        sweep("embedded", embedded)
+        sweep("real photos", real)
+    picture(max(real, key=lambda clip: (~clip[2]).mean()), args.picture)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Storage format of anonymized rows: a lossy composite, a lossy avatar layer that never saw a real
+pixel, the exact mask; public pixels read back are a function of public inputs only."""
+
+import io
+
+import av
+import numpy as np
+import pytest
+from scipy import ndimage
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hf_maskdp
+from hf_maskdp.storage import (
+    LAYER_FILL, STORAGE_FORMAT, _pad_even, avatar_layer, encode_anonymized_clip, read_anonymized_clip,
+)  # fmt: skip
+from hf_maskdp.video import decode_mask, encode_mask, encode_video, load_video_frames, mask_feature, video_feature
+
+
+def _smooth_clip(shape, seed=0):
+    """Gradients that move: what a video codec handles well (random noise it cannot compress)."""
+    t, h, w = shape
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    base = rng.uniform(0, 2 * np.pi, 3)
+    frames = [np.stack([127 + 100 * np.sin(xx / 9 + yy / 13 + i / 3 + b) for b in base], -1) for i in range(t)]
+    return np.clip(frames, 0, 255).astype(np.uint8)
+
+
+def _avatar_mask(shape):
+    """An ellipse 'avatar' (public) that moves; everything else sensitive."""
+    t, h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    return np.stack([((yy - h / 2) / (h / 3)) ** 2 + ((xx - w / 3 - i) / (w / 5)) ** 2 > 1 for i in range(t)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(1, 4), st.integers(1, 40), st.integers(1, 40)),
+    density=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]),
+)
+def test_public_pixels_read_back_do_not_depend_on_sensitive_pixels(seed, shape, density):
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    mask = rng.random(shape) < density
+    other = frames.copy()
+    other[mask] = rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)  # differ on sensitive pixels only
+    a, b = encode_anonymized_clip(frames, mask), encode_anonymized_clip(other, mask)
+    assert a["avatar_layer"]["bytes"] == b["avatar_layer"]["bytes"]  # the layer's encoder saw the same input
+    frames_a, mask_a = read_anonymized_clip(a)
+    frames_b, mask_b = read_anonymized_clip(b)
+    assert frames_a.shape == frames_b.shape == (*shape, 3) and frames_a.dtype == np.uint8
+    np.testing.assert_array_equal(mask_a, mask)
+    np.testing.assert_array_equal(mask_b, mask)
+    np.testing.assert_array_equal(frames_a[~mask], frames_b[~mask])  # bit-identical public pixels
+
+
+def test_public_pixels_never_come_from_the_composite():
+    shape = (6, 32, 48)
+    frames, mask = _smooth_clip(shape), _avatar_mask(shape)
+    row = encode_anonymized_clip(frames, mask)
+    noise = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    swapped = {**row, "video": {"path": None, "bytes": encode_video(noise, lossless=False)}}
+    honest, _ = read_anonymized_clip(row)
+    tampered, _ = read_anonymized_clip(swapped)
+    np.testing.assert_array_equal(tampered[~mask], honest[~mask])
+    assert not np.array_equal(tampered[mask], honest[mask])  # the composite is read, only where m = 1
+    public, public_mask = read_anonymized_clip(swapped, public_only=True)
+    np.testing.assert_array_equal(public[~mask], honest[~mask])
+    assert (public[mask] == LAYER_FILL).all() and np.array_equal(public_mask, mask)
+    # the public view does not need the composite at all
+    public_without_video, _ = read_anonymized_clip({**row, "video": None}, public_only=True)
+    np.testing.assert_array_equal(public_without_video, public)
+
+
+@pytest.mark.parametrize("shape", [(8, 32, 48), (5, 33, 47)])
+def test_round_trip_is_close_lossy_h264_and_keeps_shape(shape):
+    frames, mask = _smooth_clip(shape), _avatar_mask(shape)
+    row = hf_maskdp.encode_anonymized_clip(frames, mask, fps=12.5)
+    assert sorted(row) == ["avatar_layer", "sensitive_mask", "storage_format", "video"]
+    assert row["storage_format"] == STORAGE_FORMAT and row["video"]["path"] is None
+    for column in ("video", "avatar_layer"):
+        with av.open(io.BytesIO(row[column]["bytes"])) as container:  # what the Hub viewer and browsers play
+            stream = container.streams.video[0]
+            assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+            assert (stream.height, stream.width) == (shape[1] + shape[1] % 2, shape[2] + shape[2] % 2)  # padded to even
+            assert float(stream.average_rate) == 12.5
+    back, back_mask = hf_maskdp.read_anonymized_clip(row)
+    assert back.shape == frames.shape and back.dtype == np.uint8
+    np.testing.assert_array_equal(back_mask, mask)
+    # as close as one ordinary lossy encoding of the frames at the stream's crf (18, the layer 23), but at avatar edges
+    error = np.abs(back.astype(int) - frames)
+    plain = {crf: np.abs(load_video_frames(encode_video(_pad_even(frames), lossless=False, crf=crf))[:, : shape[1], : shape[2]]
+                         .astype(int) - frames) for crf in (18, 23)}  # fmt: skip
+    interior = ~ndimage.binary_dilation(mask, np.ones((1, 9, 9), bool))  # public, 4+ px from any sensitive pixel
+    assert error[mask].mean() < plain[18][mask].mean() + 0.5
+    assert error[interior].mean() < plain[23][interior].mean() + 1
+
+
+def test_the_layer_is_made_of_public_pixels_only():
+    shape = (3, 32, 48)
+    frames, mask = _smooth_clip(shape), _avatar_mask(shape)
+    mask[1] = True  # a frame without avatar
+    layer = avatar_layer(frames, mask)
+    np.testing.assert_array_equal(layer[~mask], frames[~mask])
+    assert (layer[1] == LAYER_FILL).all()
+    far = mask & ~ndimage.binary_dilation(~mask, np.ones((1, 5, 5), bool))  # > 2 px from the avatar
+    assert (layer[far] == LAYER_FILL).all() and not (layer[mask & ~far] == LAYER_FILL).all()
+    noisy = np.where(mask[..., None], np.random.default_rng(0).integers(0, 256, frames.shape, dtype=np.uint8), frames)
+    np.testing.assert_array_equal(avatar_layer(noisy, mask), layer)
+
+
+def test_quality_knobs():
+    shape = (6, 32, 48)
+    frames, mask = _smooth_clip(shape), _avatar_mask(shape)
+    fine = encode_anonymized_clip(frames, mask, crf=10, layer_crf=10)
+    coarse = encode_anonymized_clip(frames, mask, crf=35, layer_crf=35, preset="ultrafast")
+    for column in ("video", "avatar_layer"):
+        assert len(coarse[column]["bytes"]) < len(fine[column]["bytes"])
+    errors = [np.abs(read_anonymized_clip(row)[0].astype(int) - frames) for row in (fine, coarse)]
+    assert errors[0][mask].mean() < errors[1][mask].mean() and errors[0][~mask].mean() < errors[1][~mask].mean()
+    layer_only = encode_anonymized_clip(frames, mask, crf=10, layer_crf=35)
+    assert layer_only["video"]["bytes"] == fine["video"]["bytes"]
+    assert layer_only["avatar_layer"]["bytes"] == encode_anonymized_clip(frames, mask, layer_crf=35)["avatar_layer"]["bytes"]
+    with pytest.raises(ValueError, match=r"layer_crf=-1: choose an integer in \[0, 51\]"):
+        encode_anonymized_clip(frames, mask, layer_crf=-1)
+    with pytest.raises(ValueError, match=r"crf=60: choose an integer in \[0, 51\]"):
+        encode_anonymized_clip(frames, mask, crf=60)
+    with pytest.raises(ValueError, match="preset='turbo': choose one of"):
+        encode_anonymized_clip(frames, mask, preset="turbo")
+    with pytest.raises(ValueError, match="preset='turbo'"):
+        hf_maskdp.AnonymizerConfig(preset="turbo")
+
+
+def test_lossless_format_1_rows_still_read_exactly():
+    shape = (4, 17, 20)
+    frames, mask = _smooth_clip(shape), _avatar_mask(shape)
+    row = {"video": {"path": None, "bytes": encode_video(frames)}, "sensitive_mask": encode_mask(mask)}
+    back, back_mask = read_anonymized_clip(row)
+    np.testing.assert_array_equal(back, frames)
+    np.testing.assert_array_equal(back_mask, mask)
+    public, _ = read_anonymized_clip(row, public_only=True)
+    np.testing.assert_array_equal(public[~mask], frames[~mask])
+    assert (public[mask] == LAYER_FILL).all()
+    explicit, _ = read_anonymized_clip({**row, "storage_format": 1})
+    np.testing.assert_array_equal(explicit, frames)
+
+
+def test_bad_rows_get_clear_errors():
+    shape = (4, 16, 16)
+    frames, mask = _smooth_clip(shape), _avatar_mask(shape)
+    with pytest.raises(ValueError, match=r"sensitive_mask has shape \[4, 16, 8\] but the frames are \[4, 16, 16\]"):
+        encode_anonymized_clip(frames, mask[..., :8])
+    row = encode_anonymized_clip(frames, mask)
+    with pytest.raises(ValueError, match="storage_format 7 is unknown.*upgrade hf_maskdp"):
+        read_anonymized_clip({**row, "storage_format": 7})
+    with pytest.raises(ValueError, match="'avatar_layer' is None"):
+        read_anonymized_clip({**row, "avatar_layer": None})
+    with pytest.raises(ValueError, match="withheld"):
+        read_anonymized_clip({**row, "video": None})
+    with pytest.raises(ValueError, match=r"the mask has shape \(4, 16, 8\) but 'avatar_layer' is \(4, 16, 16\)"):
+        read_anonymized_clip({**row, "sensitive_mask": encode_mask(mask[..., :8])})
+    with pytest.raises(ValueError, match="has an 'avatar_layer' but no 'storage_format'"):
+        read_anonymized_clip({key: value for key, value in row.items() if key != "storage_format"})
+
+
+def test_rows_survive_a_saved_dataset(tmp_path):
+    import datasets
+
+    from hf_maskdp.storage import storage_features
+
+    shape = (4, 16, 24)
+    frames, mask = _smooth_clip(shape), _avatar_mask(shape)
+    row = {**encode_anonymized_clip(frames, mask), "avatar_mask": encode_mask(~mask), "label": 3}
+    features = datasets.Features({**storage_features(), "avatar_mask": mask_feature(), "label": datasets.Value("int64")})
+    assert features["video"] == features["avatar_layer"] == video_feature()
+    datasets.Dataset.from_list([row], features=features).save_to_disk(tmp_path / "ds")
+    loaded = datasets.load_from_disk(str(tmp_path / "ds"))[0]
+    for expected, got in zip(read_anonymized_clip(row), read_anonymized_clip(loaded)):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(decode_mask(loaded["sensitive_mask"]), mask)
