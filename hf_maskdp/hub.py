@@ -32,7 +32,7 @@ SENSITIVE_MASK = "sensitive_mask"
 MASK_COLUMNS = (SENSITIVE_MASK, "avatar_mask")
 PRIVACY_RECORD_KEYS = (
     "privacy_mode", "epsilon", "delta", "accountant", "noise_multiplier", "per_sample_clip_norm",
-    "sample_rate", "steps", "epochs", "public_view", "mask_column", "dataset_size", "world_size",
+    "sample_rate", "steps", "epochs", "public_view", "mask_column", "training_rows", "private_records", "world_size",
 )
 PRIVACY_MODES = ("maskdp", "dpsgd", "public_only", "none")
 PUBLIC_WARNING = (
@@ -481,7 +481,8 @@ def _privacy_facts(record: dict) -> list[tuple[str, Any]]:
                                ("Sampling rate q (Poisson)", "sample_rate"))
         ]
     rest = [("Optimizer steps", "steps"), ("Epochs", "epochs"), ("Public view", "public_view"),
-            ("Mask column", "mask_column"), ("Training records N", "dataset_size"),
+            ("Mask column", "mask_column"), ("Training rows (all; the public branch draws from them)", "training_rows"),
+            ("Private records N (with sensitive content; q = private batch / N)", "private_records"),
             ("Processes (world size)", "world_size")]
     facts = [("Privacy mode", f"`{mode}`"), *budget,
              *((label, "n/a" if record[key] is None else record[key]) for label, key in rest)]

@@ -228,7 +228,7 @@ def privacy_budget(dataset_size, batch_size, epochs, noise_multiplier, delta, ac
     """ε of a run, and ε against epochs up to the run's length."""
     import pandas as pd
 
-    from hf_maskdp.privacy.accounting import compute_epsilon, resolve_steps
+    from hf_maskdp.privacy.accounting import compute_epsilon, steps_for_epochs
 
     q = _sample_rate(dataset_size, batch_size, epochs, delta)
     if noise_multiplier is None:
@@ -243,7 +243,7 @@ def privacy_budget(dataset_size, batch_size, epochs, noise_multiplier, delta, ac
     text = (
         f"### ε = {epsilon:.3g} at δ = {delta:g}\n"
         f"Accountant: **{accountant}**, {ACCOUNTANT_NAMES.get(accountant, accountant)}. "
-        f"Poisson sampling rate q = {q:.4g}, {resolve_steps(q, epochs=epochs)} steps, σ = {noise_multiplier:g}.\n\n"
+        f"Poisson sampling rate q = {q:.4g}, {steps_for_epochs(q, epochs)} steps, σ = {noise_multiplier:g}.\n\n"
         + MASKDP_SENTENCE
         + _delta_note(delta, dataset_size)
     )
@@ -428,7 +428,7 @@ def build_demo(limits: SpaceLimits | None = None, cache_dir: str | Path | None =
 
         with gr.Tab("Privacy budget"):
             with gr.Row():
-                dataset_size = gr.Number(10_000, precision=0, label="Dataset size (clips)")
+                dataset_size = gr.Number(10_000, precision=0, label="Clips with sensitive content (N; q = batch / N)")
                 batch_size = gr.Number(256, precision=0, label="Expected private batch size")
                 epochs = gr.Number(10, label="Epochs")
             with gr.Row():

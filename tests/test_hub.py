@@ -38,7 +38,7 @@ ANONYMIZER = {"pose_estimator": "mediapipe-pose-0.10.21", "body_model": "smplh (
 MASKDP_RECORD = {
     "privacy_mode": "maskdp", "epsilon": 0.8731, "delta": 1e-05, "accountant": "rdp",
     "noise_multiplier": 1.37, "per_sample_clip_norm": 1.0, "sample_rate": 0.125, "steps": 24,
-    "epochs": 3.0, "public_view": "fill", "mask_column": "sensitive_mask", "dataset_size": 16, "world_size": 1,
+    "epochs": 3.0, "public_view": "fill", "mask_column": "sensitive_mask", "training_rows": 16, "private_records": 16, "world_size": 1,
 }
 NONE_RECORD = {**MASKDP_RECORD, "privacy_mode": "none", "epsilon": None, "delta": None, "accountant": None,
                "noise_multiplier": None, "per_sample_clip_norm": None, "sample_rate": None}

@@ -154,7 +154,7 @@ def test_train_script_runs_two_maskdp_steps_on_the_anonymized_folder(anonymized_
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((output / "maskdp_privacy.json").read_text())
-    assert record["privacy_mode"] == "maskdp" and record["steps"] == 2 and record["dataset_size"] == 2
+    assert record["privacy_mode"] == "maskdp" and record["steps"] == 2 and record["training_rows"] == 2
     assert record["epsilon"] > 0 and record["mask_column"] == "sensitive_mask"
     model = VideoMAEForVideoClassification.from_pretrained(output)
     assert model.config.id2label == {0: "Archery", 1: "Bowling"}

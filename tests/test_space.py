@@ -41,7 +41,7 @@ def tiny_videomae(folder) -> str:
         num_attention_heads=2, intermediate_size=64, num_labels=3, id2label=LABELS,
         label2id={v: k for k, v in LABELS.items()},
     )
-    config.maskdp = {"privacy_mode": "maskdp", "epsilon": 1.0, "delta": 1e-5, "accountant": "rdp", "dataset_size": 60}
+    config.maskdp = {"privacy_mode": "maskdp", "epsilon": 1.0, "delta": 1e-5, "accountant": "rdp", "training_rows": 60, "private_records": 60}
     VideoMAEForVideoClassification(config).save_pretrained(folder)
     return str(folder)
 

@@ -172,7 +172,8 @@ def test_reported_epsilon_logs_and_saved_model(tmp_path):
     trainer.save_model(str(out))
     record = json.loads((out / "maskdp_privacy.json").read_text())
     assert record["epsilon"] == eps and record["steps"] == 8 and record["sample_rate"] == 0.25
-    assert record["noise_multiplier"] == 1.0 and record["world_size"] == 1 and record["dataset_size"] == 8
+    assert record["noise_multiplier"] == 1.0 and record["world_size"] == 1 and record["training_rows"] == 8
+    assert record["private_records"] == 8
     loaded = VideoMAEForVideoClassification.from_pretrained(str(out))
     assert loaded.config.maskdp == record
     assert _same_weights(_weights(trainer), {k: v for k, v in loaded.state_dict().items()})
@@ -268,7 +269,7 @@ def test_withheld_rows_are_refused_before_training_with_the_fix(tmp_path):
     trainer.train()
     record = trainer.privacy_record()
     # the accountant counts the 4 rows trained on, not the 6 of the raw dataset
-    assert record["dataset_size"] == 4 and record["sample_rate"] == 0.5 and record["steps"] == 4
+    assert record["training_rows"] == record["private_records"] == 4 and record["sample_rate"] == 0.5 and record["steps"] == 4
     assert record["epsilon"] == compute_epsilon(0.5, 1.0, steps=4, delta=1e-5)
     rows = make_rows(2)
     assert withheld_rows([rows[0], {**rows[1], "video": None}, {"label": 0}]) == [1]  # lists of rows too
@@ -307,9 +308,10 @@ def test_train_command_saves_and_pushes_privately(hub, tmp_path, monkeypatch, ca
     assert main(base) == 2
     assert "needs --target-epsilon or --noise-multiplier" in capsys.readouterr().err
     monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
-    assert main([*base, "--noise-multiplier", "1.0", "--eval-split", "test", "--push-to-hub", "alice/cli-maskdp"]) == 0
+    assert main([*base, "--noise-multiplier", "1.0", "--eval-split", "test", "--push-to-hub", "alice/cli-maskdp",
+                 "--workers", "1", "--bf16"]) == 0  # a worker decodes the steps; bf16 autocast
     assert "train: skipping 1 of 5 clips withheld by the anonymizer" in capsys.readouterr().out
     record = json.loads((out / "maskdp_privacy.json").read_text())
     assert record["steps"] == 2 and record["epsilon"] == compute_epsilon(0.5, 1.0, steps=2, delta=1e-5)
-    assert record["dataset_size"] == 4
+    assert record["training_rows"] == 4
     assert (out / "README.md").is_file() and hub.repo("alice/cli-maskdp").private

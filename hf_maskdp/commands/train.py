@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-masks", action="store_true",
                         help="DANGER: train on masks without the anonymizer's provenance, on your word that they are "
                         "right; MaskDP protects only what they mark sensitive, and the model card says so")
-    parser.add_argument("--epochs", type=float, default=5.0)
+    parser.add_argument("--epochs", type=float, default=5.0,
+                        help="steps = ceil(epochs / q), as in `hf-maskdp privacy calibrate --epochs`")
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--model", default=None, help="VideoMAE checkpoint (path or Hub id); default: a small "
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden-size", type=int, default=192)
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is available")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader worker processes that decode the next steps' clips (default 0: in the loop)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (per-example norms stay fp32)")
     parser.add_argument("--push-to-hub", metavar="REPO", default=None)
     parser.add_argument("--public", action="store_true", help="make the pushed repo public (default: private)")
 
@@ -124,7 +128,8 @@ def run(args) -> int:
         stop_at_epsilon=args.stop_at_epsilon, trust_masks=args.trust_masks, num_train_epochs=args.epochs,
         max_steps=args.max_steps,
         learning_rate=args.learning_rate, save_strategy="no", eval_strategy="epoch" if evaluation else "no",
-        logging_steps=1, report_to="none", use_cpu=args.cpu or not torch.cuda.is_available())
+        logging_steps=1, report_to="none", use_cpu=args.cpu or not torch.cuda.is_available(),
+        dataloader_num_workers=args.workers, bf16=args.bf16)
     collator = VideoClipCollator(num_frames=model.config.num_frames, image_size=model.config.image_size)
     trainer = MaskDPTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
                             data_collator=collator)
@@ -143,7 +148,7 @@ def run(args) -> int:
               f"epsilon={eps:.4g}, delta={delta:g}; saved to {args.output_dir}")
         if record["fully_public_records"] is not None:
             masks = "TRUSTED (--trust-masks), not verified" if args.trust_masks else "verified"
-            print(f"{record['fully_public_records']} of {record['dataset_size']} training clips have no sensitive "
+            print(f"{record['fully_public_records']} of {record['training_rows']} training clips have no sensitive "
                   f"pixel (public only); masks {masks}")
     _close_process_group()
     return 0

@@ -72,6 +72,17 @@ def resolve_steps(sample_rate: float, steps: int | None = None, epochs: float | 
         if steps < 1:
             raise ValueError(f"steps={steps!r} is out of range: must be >= 1")
         return int(steps)
+    return steps_for_epochs(sample_rate, epochs)
+
+
+def steps_for_epochs(sample_rate: float, epochs: float) -> int:
+    """Optimizer steps of `epochs` epochs with Poisson rate `sample_rate`: ceil(epochs / q).
+
+    The one definition of "epochs -> steps": `hf-maskdp privacy --epochs`, the Space and
+    `MaskDPTrainer` (num_train_epochs) all use it, so a σ calibrated for E epochs is used for
+    exactly the steps it was calibrated for.
+    """
+    _check_sample_rate(sample_rate)
     _check_real("epochs", epochs)
     if not epochs > 0:
         raise ValueError(f"epochs={epochs!r} is out of range: must be > 0")

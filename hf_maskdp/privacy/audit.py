@@ -304,14 +304,15 @@ def _audit_trainer_class():
         canary_absent = False
         noise_off = False  # the "no_noise" bug: no noise is drawn while the accountant still believes σ
 
-        def _private_gradient(self, indices, params):
-            if self.canary_absent:
-                indices = [i for i in indices if i != CANARY]
+        def _private_gradient(self, indices, params, batches=None):
+            if self.canary_absent and CANARY in indices:
+                # collate again without the canary (the loader's batches include it)
+                indices, batches = [i for i in indices if i != CANARY], None
             if not self.noise_off:
-                return super()._private_gradient(indices, params)
+                return super()._private_gradient(indices, params, batches)
             sigma, self.noise_multiplier = self.noise_multiplier, 0.0
             try:
-                return super()._private_gradient(indices, params)
+                return super()._private_gradient(indices, params, batches)
             finally:
                 self.noise_multiplier = sigma
 

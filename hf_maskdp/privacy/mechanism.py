@@ -90,7 +90,9 @@ def accumulate_clipped(params: list[nn.Parameter], clip_norm: float, total: list
     for p, r, t in zip(params, rows, total):
         if not finite.all():
             r = torch.where(finite[:, None].to(r.device), r, torch.zeros_like(r))  # 0 * NaN would be NaN
-        t.view(-1).addmv_(r.T, factor.to(r.dtype))  # sum_i factor_i g_i as one matrix-vector product
+        # sum_i factor_i g_i as one matrix-vector product, in the sum's precision (fp32 also under bf16
+        # autocast, whose per-example gradients are bf16)
+        t.view(-1).addmv_(r.T.to(t.dtype), factor.to(t.dtype))
         p.grad_sample = None
         p.grad = None
     return batch

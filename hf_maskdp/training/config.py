@@ -74,6 +74,7 @@ class MaskDPConfig(TrainingArguments):
     hub_private_repo: bool | None = field(default=True, metadata={"help": "Push to a private repo."})
 
     def __post_init__(self):
+        self._refuse_unsupported_features()  # first: TrainingArguments would start setting some of them up
         super().__post_init__()
         if self.privacy_mode not in PRIVACY_MODES:
             raise ValueError(f"privacy_mode={self.privacy_mode!r}: choose one of {PRIVACY_MODES}")
@@ -116,6 +117,34 @@ class MaskDPConfig(TrainingArguments):
         if self.stop_at_epsilon is not None and not self.is_private:
             raise ValueError(f"stop_at_epsilon is for the private modes; privacy_mode={self.privacy_mode!r} "
                              "spends no budget to stop at")
+
+    def _refuse_unsupported_features(self) -> None:
+        """TrainingArguments features that MaskDPTrainer would otherwise ignore or that would void
+        the accounting: refused here, each with what to use instead (bf16, label_smoothing_factor and
+        dataloader_num_workers are supported)."""
+        refused = {
+            "auto_find_batch_size": "it restarts the loop with a fresh state and a re-calibrated sigma after noisy "
+            "updates were applied, so epsilon would be under-reported; set per_device_train_batch_size (the "
+            "micro-batch: memory only, it does not change the privacy of a step)",
+            "deepspeed": "it shards the model, so per-example gradients cannot be clipped; launch plain "
+            "data-parallel processes (accelerate launch --multi_gpu)",
+            "fsdp": "it shards the model, so per-example gradients cannot be clipped; launch plain data-parallel "
+            "processes (accelerate launch --multi_gpu)",
+            "torch_compile": "the per-example gradient hooks run the model eagerly; leave torch_compile=False",
+            "torch_compile_backend": "it turns on torch_compile, and the per-example gradient hooks run the model "
+            "eagerly; leave it unset",
+            "torch_compile_mode": "it turns on torch_compile, and the per-example gradient hooks run the model "
+            "eagerly; leave it unset",
+            "activation_checkpointing": "the recomputed forward would record every layer's activations twice for "
+            "the per-example gradients; lower per_device_train_batch_size (the micro-batch) to save memory",
+            "gradient_checkpointing": "the recomputed forward would record every layer's activations twice for "
+            "the per-example gradients; lower per_device_train_batch_size (the micro-batch) to save memory",
+            "fp16": "fp16 needs loss scaling, which would scale the clipped, noised gradient by a data-dependent "
+            "factor; use bf16=True (autocast; per-example norms and the clipped sum stay fp32)",
+        }
+        for name, why in refused.items():
+            if getattr(self, name, None):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not supported by MaskDPTrainer: {why}")
 
     @property
     def is_private(self) -> bool:

@@ -1,9 +1,11 @@
 """`MaskDPTrainer`: a `transformers.Trainer` that fine-tunes a video classifier under MaskDP.
 
 One optimizer step (MASKDP.md, algorithm) is one item of the train loader:
-`{"private": [indices], "public": [indices]}` drawn by the samplers in `hf_maskdp.privacy`.
-`training_step` turns it into `p.grad = lambda_priv G_priv + lambda_pub G_pub`; the stock loop
-then runs the optimizer, scheduler, callbacks, logging and checkpoints.
+`{"private": [indices], "public": [indices]}` drawn in the main process by the samplers in
+`hf_maskdp.privacy`, plus those rows' collated micro-batches, which DataLoader workers decode
+(`dataloader_num_workers`). `training_step` turns it into `p.grad = lambda_priv G_priv +
+lambda_pub G_pub`; the stock loop then runs the optimizer, scheduler, callbacks, logging and
+checkpoints. Each checkpoint also holds the privacy state that `resume_from_checkpoint` restores.
 
 The Trainer owns its data loader, model wrapping and loss reduction, because the stock ones
 break DP (measured, DEPENDENCIES.md): it re-samples and re-shards batches, rescales the loss by
@@ -23,7 +25,9 @@ from itertools import repeat
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils import logging
 
 from ..privacy import mechanism
@@ -34,6 +38,13 @@ from .collator import check_labels
 from .config import MaskDPConfig
 
 PRIVACY_RECORD_NAME = "maskdp_privacy.json"
+PRIVACY_STATE_NAME = "maskdp_state.json"  # in every checkpoint: what a resumed run must continue
+# The settings a resumed run must share with its checkpoint: they fix q, sigma and the mechanism.
+PRIVACY_CONFIG_FIELDS = (
+    "privacy_mode", "target_epsilon", "noise_multiplier", "target_delta", "per_sample_clip_norm",
+    "private_batch_size", "public_batch_size", "public_view", "accountant", "mask_column",
+    "private_grad_weight", "public_grad_weight", "world_size",
+)
 logger = logging.get_logger(__name__)
 
 
@@ -56,8 +67,10 @@ class MaskDPTrainer(Trainer):
                 f"privacy_mode={args.privacy_mode!r} needs a collator with public_batch(rows) "
                 "(VideoClipCollator) to build public views"
             )
+        self._refuse_custom_losses(kwargs.get("compute_loss_func"))
         super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, **kwargs)
+        self._refuse_sharding()
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched != self.args.world_size:
             raise ValueError(
@@ -72,9 +85,12 @@ class MaskDPTrainer(Trainer):
             mechanism.check_model_supported(self.model)
             self._per_sample = mechanism.attach_per_sample_grads(self.model)
             self._backward_targets = mechanism.backward_targets(self.model)
-        self.sample_rate: float | None = None  # q, set when the train loader is built
+        self.sample_rate: float | None = None  # q, set when the run is planned (`_plan`)
         self.noise_multiplier: float | None = args.noise_multiplier
+        self.planned_steps: int | None = None
+        self._private_indices: list[int] | None = None
         self._private_records = 0
+        self._resumed: dict | None = None  # the privacy state of the checkpoint this run resumes
         self._mask_check = None  # what check_masks found on the train dataset (set before training)
         self.add_callback(_EpsilonBudget(self))
         if args.is_private and args.dp_seed is not None:
@@ -84,17 +100,50 @@ class MaskDPTrainer(Trainer):
             logger.warning("trust_masks=True: masks without the anonymizer's provenance are used on your word. MaskDP "
                            "protects only what they mark sensitive; the privacy record and model card say so.")
 
+    # ------------------------------------------------------------------ refused Trainer features
+    # (the TrainingArguments ones are refused in MaskDPConfig._refuse_unsupported_features)
+
+    def _refuse_custom_losses(self, compute_loss_func) -> None:
+        if compute_loss_func is not None:
+            raise ValueError(
+                "compute_loss_func is not supported: the private branch needs a sum of per-example losses, which "
+                "MaskDPTrainer computes itself (cross-entropy; set label_smoothing_factor for smoothing)")
+        if type(self).compute_loss is not Trainer.compute_loss:
+            raise ValueError(
+                f"{type(self).__name__} overrides compute_loss, which MaskDPTrainer never calls for training (the "
+                "private branch needs per-example losses); override _loss_sum(pixel_values, labels) instead")
+
+    def _refuse_sharding(self) -> None:
+        """DeepSpeed or FSDP set up by the launcher (accelerate's config), not only by the arguments."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            raise ValueError(
+                "DeepSpeed and FSDP shard the model, so per-example gradients cannot be computed and clipped; "
+                "launch plain data-parallel processes (`accelerate launch --multi_gpu`) instead")
+
     # ------------------------------------------------------------------ privacy accounting
 
-    def train(self, *args, **kwargs):
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """`Trainer.train`, once: the accountant counts the steps of one run. A second call would
-        restart the step count and re-calibrate σ, so the reported ε would cover only that call."""
+        restart the step count and re-calibrate σ, so the reported ε would cover only that call.
+
+        `resume_from_checkpoint` continues a run: the checkpoint's privacy state (steps, q, σ,
+        planned steps, record counts) is restored and its privacy configuration must match this
+        one, checked before any weights are loaded."""
         if self.args.is_private and self.state.global_step > 0:
             raise ValueError(
                 f"this MaskDPTrainer already trained {self.state.global_step} private steps "
                 f"(epsilon={self.privacy_spent()[0]:.4g}); a second train() would be accounted as a fresh run. "
-                "Plan all steps in one train() call (num_train_epochs / max_steps)")
-        return super().train(*args, **kwargs)
+                "Plan all steps in one train() call (num_train_epochs / max_steps), or resume from a checkpoint "
+                "with a new trainer")
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no checkpoint found in {self.args.output_dir} to resume from")
+        if resume_from_checkpoint:
+            self._resumed = read_privacy_state(resume_from_checkpoint)
+            self._check_resumable(self._resumed)
+        self._plan()
+        return super().train(resume_from_checkpoint or None, *args, **kwargs)
 
     def privacy_spent(self, steps: int | None = None) -> tuple[float, float]:
         """(epsilon, delta) spent after `steps` optimizer steps (default: the steps taken)."""
@@ -127,7 +176,10 @@ class MaskDPTrainer(Trainer):
             "epochs": steps * self.sample_rate if self.sample_rate else self.state.epoch,
             "public_view": args.public_view if args.uses_public_branch else None,
             "mask_column": args.mask_column if args.privacy_mode != "none" else None,
-            "dataset_size": len(self.train_dataset) if self.train_dataset is not None else None,
+            # q = private_batch_size / private_records: the records with sensitive content (maskdp) or all
+            # rows (dpsgd); training_rows also counts the rows without any, which feed only the public branch.
+            "training_rows": len(self.train_dataset) if self.train_dataset is not None else None,
+            "private_records": self._private_records if args.is_private else None,
             "world_size": args.world_size,
             "trust_masks": args.trust_masks if args.uses_public_branch else None,
             "fully_public_records": len(self._mask_check.fully_public) if self._mask_check is not None else None,
@@ -135,66 +187,186 @@ class MaskDPTrainer(Trainer):
 
     # ------------------------------------------------------------------ data
 
-    def get_train_dataloader(self):
-        """One item per optimizer step; also fixes q and sigma (calibrated to the planned steps)."""
-        from ..privacy.accounting import calibrate_noise_multiplier, compute_epsilon, delta_warning
+    def _plan(self) -> None:
+        """Fix the run before the first step: the private records, q, sigma (calibrated to the
+        planned steps) and the planned steps, or the ones of the checkpoint being resumed."""
+        from ..privacy.accounting import calibrate_noise_multiplier, compute_epsilon, delta_warning, steps_for_epochs
 
+        if self.planned_steps is not None:
+            return
         args, dataset = self.args, self.train_dataset
         if dataset is None:
             raise ValueError("MaskDPTrainer needs a train_dataset")
-        num_records, rank, world = len(dataset), args.process_index, args.world_size
         self._check_dataset(dataset)
-
+        num_records = len(dataset)
         if args.privacy_mode == "maskdp":
             private = self._records_with_sensitive_content(dataset)
         elif args.privacy_mode == "dpsgd":
             private = list(range(num_records))
         else:
             private = []
-        self._private_records = len(private)
+        self._private_indices, self._private_records = private, len(private)
         warning = delta_warning(args.target_delta, len(private)) if args.is_private else None
         if warning:
             logger.warning(warning)
 
+        if private:
+            rate = args.private_batch_size / len(private)
+            if rate > 1:
+                raise ValueError(
+                    f"private_batch_size={args.private_batch_size} exceeds the {len(private)} records with "
+                    "sensitive content: Poisson sampling needs q = batch / records <= 1; lower private_batch_size"
+                )
+            self.sample_rate = rate
+        else:  # no accountant: the same definition of an epoch, on the batch that is read
+            batch = args.private_batch_size if args.privacy_mode == "none" else args.public_batch_size
+            rate = min(1.0, batch / num_records)
+        # An epoch is 1/q steps, rounded up once for the whole run (the CLI's and the Space's definition).
+        planned = args.max_steps if args.max_steps > 0 else steps_for_epochs(rate, args.num_train_epochs)
+
+        if self._resumed is not None:
+            planned = self._restore_privacy_state(self._resumed, planned)
+        elif private and args.target_epsilon is not None:
+            self.noise_multiplier = calibrate_noise_multiplier(
+                args.target_epsilon, self.sample_rate, steps=planned, delta=args.target_delta,
+                accountant=args.accountant)
+        if private and args.stop_at_epsilon is not None:
+            taken = self._resumed["steps"] if self._resumed is not None else 0
+            first = compute_epsilon(self.sample_rate, self.noise_multiplier, steps=taken + 1,
+                                    delta=args.target_delta, accountant=args.accountant)
+            if first > args.stop_at_epsilon:
+                raise ValueError(f"{'one step' if not taken else f'step {taken + 1}'} would already spend "
+                                 f"epsilon={first:.3g} > stop_at_epsilon={args.stop_at_epsilon}; "
+                                 f"{'raise the budget or the noise' if not taken else 'the budget is spent'}")
+        self.planned_steps = planned
+
+    def get_train_dataloader(self):
+        """One item per optimizer step: its indices (drawn here, in the main process, by the samplers)
+        and its collated micro-batches (decoded in `dataloader_num_workers` worker processes, the
+        next steps' while this one computes)."""
+        self._plan()
+        args, dataset = self.args, self.train_dataset
+        num_records, rank, world = len(dataset), args.process_index, args.world_size
+        private = self._private_indices
         if args.privacy_mode == "none":
             steps_per_epoch = math.ceil(num_records / args.private_batch_size)
         elif private:
             steps_per_epoch = math.ceil(len(private) / args.private_batch_size)
         else:
             steps_per_epoch = math.ceil(num_records / args.public_batch_size)
-        planned = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+
+        # A resumed run draws fresh randomness: OS entropy, or (dp_seed, tests only) streams of its own,
+        # so it never replays the Poisson draws or the noise of the steps already taken.
+        resumed_at = self._resumed["steps"] if self._resumed is not None else 0
+
+        def generator(stream: str, device="cpu"):
+            return make_generator(args.dp_seed, f"{stream}@{resumed_at}" if resumed_at else stream, rank, device)
 
         private_sampler = public_sampler = None
         if private:
-            self.sample_rate = args.private_batch_size / len(private)
-            if self.sample_rate > 1:
-                raise ValueError(
-                    f"private_batch_size={args.private_batch_size} exceeds the {len(private)} records with "
-                    "sensitive content: Poisson sampling needs q = batch / records <= 1; lower private_batch_size"
-                )
-            if args.target_epsilon is not None:
-                self.noise_multiplier = calibrate_noise_multiplier(
-                    args.target_epsilon, self.sample_rate, steps=planned, delta=args.target_delta,
-                    accountant=args.accountant)
-            if args.stop_at_epsilon is not None:
-                first = compute_epsilon(self.sample_rate, self.noise_multiplier, steps=1, delta=args.target_delta,
-                                        accountant=args.accountant)
-                if first > args.stop_at_epsilon:
-                    raise ValueError(f"one step already spends epsilon={first:.3g} > stop_at_epsilon="
-                                     f"{args.stop_at_epsilon}; raise the budget or the noise")
             mine = [private[i] for i in shard(len(private), rank, world)]
-            private_sampler = PoissonBatchSampler(mine, self.sample_rate, steps_per_epoch,
-                                                  make_generator(args.dp_seed, "private", rank))
+            private_sampler = PoissonBatchSampler(mine, self.sample_rate, steps_per_epoch, generator("private"))
         elif args.privacy_mode == "none":
             private_sampler = ShuffledBatchSampler(shard(num_records, rank, world),
                                                    math.ceil(args.private_batch_size / world), steps_per_epoch,
-                                                   make_generator(args.dp_seed, "private", rank))
+                                                   generator("private"))
         if args.uses_public_branch:
             public_sampler = ShuffledBatchSampler(shard(num_records, rank, world),
                                                   math.ceil(args.public_batch_size / world), steps_per_epoch,
-                                                  make_generator(args.dp_seed, "public", rank))
-        self._noise_generator = make_generator(args.dp_seed, "noise", rank, device=args.device)
-        return _StepLoader(dataset, private_sampler, public_sampler, steps_per_epoch)
+                                                  generator("public"))
+        self._noise_generator = generator("noise", device=args.device)
+        workers = args.dataloader_num_workers
+        return DataLoader(
+            _StepBatches(dataset, self.data_collator, args.per_device_train_batch_size, args.uses_public_branch),
+            sampler=_StepSampler(dataset, private_sampler, public_sampler, steps_per_epoch),
+            batch_size=None, collate_fn=_as_is, num_workers=workers,
+            pin_memory=args.dataloader_pin_memory and args.device.type == "cuda",
+            prefetch_factor=args.dataloader_prefetch_factor if workers else None,
+            persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            multiprocessing_context=getattr(args, "dataloader_multiprocessing_context", None) if workers else None,
+        )
+
+    def set_initial_training_values(self, args, dataloader):
+        """The stock loop's step count, with epochs turned into steps by `steps_for_epochs` (`_plan`)."""
+        values = list(super().set_initial_training_values(args, dataloader))
+        num_train_epochs, steps_per_epoch, max_steps = values[0], values[1], values[-1]
+        if max_steps != self.planned_steps:
+            max_steps = self.planned_steps
+            num_train_epochs = math.ceil(max_steps / steps_per_epoch)
+        values[0], values[-1] = num_train_epochs, max_steps
+        return tuple(values)
+
+    # ------------------------------------------------------------------ checkpoints and resume
+
+    def privacy_state(self) -> dict:
+        """What a resumed run needs to continue this one's accounting (saved in every checkpoint)."""
+        args = self.args
+        return {
+            "privacy_config": {name: getattr(args, name) for name in PRIVACY_CONFIG_FIELDS},
+            "steps": self.state.global_step,
+            "planned_steps": self.planned_steps,
+            "sample_rate": self.sample_rate,
+            "noise_multiplier": self.noise_multiplier,
+            "training_rows": len(self.train_dataset),
+            "private_records": self._private_records,
+            "epsilon": self.privacy_spent()[0] if args.privacy_mode != "none" else None,
+        }
+
+    def _save_checkpoint(self, model, trial) -> None:
+        output_dir = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save:  # written first: a checkpoint without it cannot be resumed
+            os.makedirs(output_dir, exist_ok=True)
+            with open(os.path.join(output_dir, PRIVACY_STATE_NAME), "w", encoding="utf-8") as f:
+                json.dump(self.privacy_state(), f, indent=2)
+        super()._save_checkpoint(model, trial)
+
+    def _check_resumable(self, saved: dict) -> None:
+        """Refuse a checkpoint of another privacy configuration (before its weights are loaded)."""
+        mine = {name: getattr(self.args, name) for name in PRIVACY_CONFIG_FIELDS}
+        changed = {k: (saved["privacy_config"].get(k), v) for k, v in mine.items() if saved["privacy_config"].get(k) != v}
+        if changed:
+            listed = ", ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(f"the checkpoint was trained with another privacy configuration ({listed}); resume "
+                             "with the checkpoint's settings, or start a new run (its epsilon adds to this one's)")
+
+    def _restore_privacy_state(self, saved: dict, planned: int) -> int:
+        """q, sigma and the record counts of the resumed run; returns the steps it may still plan."""
+        counts = {"training_rows": len(self.train_dataset), "private_records": self._private_records}
+        changed = {k: (saved[k], v) for k, v in counts.items() if saved[k] != v}
+        if changed:
+            listed = ", ".join(f"{k}: checkpoint {old}, now {new}" for k, (old, new) in changed.items())
+            raise ValueError(f"the train dataset changed since the checkpoint ({listed}), so q and the accounting "
+                             "would not continue; resume on the same dataset or start a new run")
+        self.sample_rate, self.noise_multiplier = saved["sample_rate"], saved["noise_multiplier"]
+        if planned > saved["planned_steps"]:
+            logger.warning(f"the resumed run asks for {planned} steps but the checkpoint's run planned "
+                           f"{saved['planned_steps']} (sigma was chosen for them): training stops there")
+        planned = min(planned, saved["planned_steps"])
+        if saved["steps"] >= planned:
+            raise ValueError(f"the checkpoint already took {saved['steps']} steps of the {planned} planned: "
+                             "nothing is left to train (a further step would spend more than the plan)")
+        return planned
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """The checkpoint's weights, all of them. The stock loader reads the file's keys as they are,
+        but `save_pretrained` renames some (VideoMAE's `query.bias` is saved as `q_bias`), which it
+        would skip with a warning: load through `from_pretrained`, which maps them back, and copy strictly."""
+        from transformers import PreTrainedModel
+
+        model = model if model is not None else self.model
+        if not isinstance(model, PreTrainedModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(saved.state_dict(), strict=True)
+
+    def _init_training_state(self, *args, **kwargs):
+        """The stock state (global step, logs) from the checkpoint, without replaying its batches:
+        a resumed run draws fresh Poisson batches for its remaining steps (`get_train_dataloader`)."""
+        epochs_trained, _ = super()._init_training_state(*args, **kwargs)
+        if self._resumed is not None and self.state.global_step != self._resumed["steps"]:
+            raise ValueError(f"the checkpoint's trainer state is at step {self.state.global_step} but its privacy "
+                             f"state at step {self._resumed['steps']}: the checkpoint is damaged")
+        return epochs_trained, 0
 
     def _rows(self, indices: list[int]) -> list[dict]:
         return [self.train_dataset[int(i)] for i in indices]
@@ -253,9 +425,9 @@ class MaskDPTrainer(Trainer):
 
     def _prepare_for_training(self, max_steps, train_dataloader, resume_from_checkpoint):
         """No DDP wrapper (gradients are reduced once, by hand) and no accelerate data loader."""
-        if resume_from_checkpoint is not None:
-            raise ValueError("resume_from_checkpoint is not supported by MaskDPTrainer yet; start a new run")
         self.create_optimizer_and_scheduler(num_training_steps=max_steps)
+        if resume_from_checkpoint is not None:  # the weights were loaded by train(), before this
+            self._load_optimizer_and_scheduler(resume_from_checkpoint)
         self.model_wrapped = self.model
         for attr in ("model", "optimizer", "lr_scheduler"):
             setattr(self.callback_handler, attr, getattr(self, attr))
@@ -268,13 +440,15 @@ class MaskDPTrainer(Trainer):
         self.model.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
         cfg = self.args
+        # Micro-batches collated by the loader's workers, or here from the indices (a step built by hand).
+        private_batches, public_batches = inputs.get("private_batches"), inputs.get("public_batches")
         update, loss = None, torch.tensor(0.0, device=cfg.device)
         if cfg.privacy_mode == "none":
-            update, loss = self._mean_gradient(inputs["private"], params, public=False)
+            update, loss = self._mean_gradient(inputs["private"], params, public=False, batches=private_batches)
         if cfg.is_private and self._private_records:
-            update = self._private_gradient(inputs["private"], params).mul_(cfg.private_grad_weight)
+            update = self._private_gradient(inputs["private"], params, private_batches).mul_(cfg.private_grad_weight)
         if cfg.uses_public_branch:
-            public, loss = self._mean_gradient(inputs["public"], params, public=True)
+            public, loss = self._mean_gradient(inputs["public"], params, public=True, batches=public_batches)
             update = public.mul_(cfg.public_grad_weight) if update is None else update.add_(
                 public, alpha=cfg.public_grad_weight)
         if update is None:
@@ -287,24 +461,29 @@ class MaskDPTrainer(Trainer):
             p.grad = g.view_as(p)
         return loss
 
-    def _micro_batches(self, indices: list[int]):
-        size = self.args.per_device_train_batch_size
-        for start in range(0, len(indices), size):
-            yield self._rows(indices[start : start + size])
+    def _micro_batches(self, indices: list[int], public: bool) -> list[dict]:
+        """Collated micro-batches of `indices`, in this process (the loader does it in workers)."""
+        return collate_micro_batches(self.train_dataset, self.data_collator, indices,
+                                     self.args.per_device_train_batch_size, public)
 
     def _loss_sum(self, pixel_values, labels, bool_masked_pos=None):
-        kwargs = {} if bool_masked_pos is None else {"bool_masked_pos": bool_masked_pos.to(self.args.device)}
-        logits = self.model(pixel_values=pixel_values.to(self.args.device), **kwargs).logits
-        return F.cross_entropy(logits, labels.to(self.args.device), reduction="sum")
+        """Summed cross-entropy of a micro-batch (a sum of per-example terms, as the private branch needs).
+        bf16: the forward runs under autocast from the first step to the last, in both branches; the
+        gradients, per-example norms and the clipped sum stay in fp32 (`mechanism.accumulate_clipped`)."""
+        device = self.args.device
+        kwargs = {} if bool_masked_pos is None else {"bool_masked_pos": bool_masked_pos.to(device)}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
+            logits = self.model(pixel_values=pixel_values.to(device), **kwargs).logits
+            return F.cross_entropy(logits.float(), labels.to(device), reduction="sum",
+                                   label_smoothing=self.args.label_smoothing_factor)
 
-    def _private_gradient(self, indices: list[int], params) -> torch.Tensor:
+    def _private_gradient(self, indices: list[int], params, batches: list[dict] | None = None) -> torch.Tensor:
         """G_priv, flat: clipped per-example gradients on full clips, noise once, / (q N)."""
         total = torch.zeros(sum(p.numel() for p in params), device=self.args.device)
         views = [t.view_as(p) for t, p in zip(total.split([p.numel() for p in params]), params)]
         self._per_sample.enable_hooks()
         try:
-            for rows in self._micro_batches(indices):
-                batch = self.data_collator(rows)
+            for batch in batches if batches is not None else self._micro_batches(indices, public=False):
                 loss = self._loss_sum(batch["pixel_values"], batch["labels"])
                 mechanism.per_sample_backward(loss, self._backward_targets)
                 mechanism.accumulate_clipped(params, self.args.per_sample_clip_norm, views)
@@ -315,17 +494,17 @@ class MaskDPTrainer(Trainer):
             expected_batch_size=self.args.private_batch_size, generator=self._noise_generator,
             add_noise=self.args.process_index == 0)
 
-    def _mean_gradient(self, indices: list[int], params, public: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mean_gradient(self, indices: list[int], params, public: bool,
+                       batches: list[dict] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat mean loss gradient over the batch (all processes), and the mean loss; public views if `public`."""
         for p in params:
             p.grad = None
         count, loss_sum = 0, torch.zeros((), device=self.args.device)
-        for rows in self._micro_batches(indices):
+        for batch in batches if batches is not None else self._micro_batches(indices, public):
             if public:
-                loss, n = self._public_loss_sum(self.data_collator.public_batch(rows))
+                loss, n = self._public_loss_sum(batch)
             else:
-                batch = self.data_collator(rows)
-                loss, n = self._loss_sum(batch["pixel_values"], batch["labels"]), len(rows)
+                loss, n = self._loss_sum(batch["pixel_values"], batch["labels"]), len(batch["labels"])
             if n:
                 _backward(loss)
                 loss_sum += loss.detach()
@@ -407,6 +586,16 @@ class MaskDPTrainer(Trainer):
                          eval_results=evals or None)
 
 
+def read_privacy_state(checkpoint: str) -> dict:
+    """The privacy state `MaskDPTrainer` saves in each checkpoint (`maskdp_state.json`)."""
+    path = os.path.join(checkpoint, PRIVACY_STATE_NAME)
+    if not os.path.isfile(path):
+        raise ValueError(f"{checkpoint} has no {PRIVACY_STATE_NAME}: it was not saved by MaskDPTrainer, so the steps "
+                         "and noise it already spent are unknown; start a new run instead")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def withheld_rows(dataset, video_column: str = "video") -> list[int]:
     """Indices of the rows without a video: clips the anonymizer withheld (status "no_person",
     "partial: ...", "error: ..."), which may still show a real person and cannot be trained on."""
@@ -434,8 +623,38 @@ def _backward(loss: torch.Tensor) -> None:
         loss.backward()
 
 
-class _StepLoader:
-    """Iterable of per-step index sets, with the length and `.dataset` the stock loop reads."""
+def collate_micro_batches(dataset, collator, indices: list[int], size: int, public: bool) -> list[dict]:
+    """Rows `indices` of `dataset` as collated micro-batches of `size`: full clips, or public views."""
+    collate = collator.public_batch if public else collator
+    return [collate([dataset[int(i)] for i in indices[start : start + size]]) for start in range(0, len(indices), size)]
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """What a DataLoader worker does for one step: decode and collate the rows the samplers chose
+    (in the main process). Output depends only on the indices, so any number of workers gives
+    the same batches."""
+
+    def __init__(self, dataset, collator, micro_batch_size: int, public_views: bool):
+        self.dataset, self.collator = dataset, collator
+        self.micro_batch_size, self.public_views = micro_batch_size, public_views
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, step: dict) -> dict:
+        size = self.micro_batch_size
+        return {**step,
+                "private_batches": collate_micro_batches(self.dataset, self.collator, step["private"], size, False),
+                "public_batches": collate_micro_batches(self.dataset, self.collator, step["public"], size, True)
+                if self.public_views else []}
+
+
+def _as_is(step: dict) -> dict:
+    return step  # the step is collated already (a module-level function: workers may need to pickle it)
+
+
+class _StepSampler:
+    """Sampler of the step loader: yields each step's index sets, in the main process."""
 
     def __init__(self, dataset, private_sampler, public_sampler, steps: int):
         self.dataset = dataset
