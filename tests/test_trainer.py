@@ -1,4 +1,4 @@
-"""MaskDPTrainer: the privacy contract of MASKDP.md, end to end on tiny VideoMAE models."""
+"""MaskDPTrainer: the privacy contract of docs/privacy.md, end to end on tiny VideoMAE models."""
 
 import json
 import math
@@ -225,7 +225,7 @@ def test_bad_data_and_models_fail_before_training(tmp_path):
     import numpy as np
 
     wrong = [{**r, "sensitive_mask": encode_mask(np.ones((6, 20, 20), bool))} for r in rows]
-    with pytest.raises(ValueError, match="must match its video"):
+    with pytest.raises(ValueError, match="whose shape is not their clip.s.*the mask must cover every pixel"):
         _trainer(tmp_path, wrong).train()
     with pytest.raises(ValueError, match="q = batch / records <= 1"):
         _trainer(tmp_path, rows, private_batch_size=5).train()

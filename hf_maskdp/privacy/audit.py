@@ -141,7 +141,7 @@ def audit_training(
     D: `private_records` clips with a sensitive left half (the first is the canary, its
     sensitive half white), plus 2 fully public clips; q = 1 / private_records. D': the same,
     but the canary's sensitive content is ⊥: its sensitive pixels are replaced (black), and
-    the private branch skips it (MASKDP.md: ⊥ contributes zero). Labels, masks and public
+    the private branch skips it (docs/privacy.md: ⊥ contributes zero). Labels, masks and public
     pixels are identical.
 
     One run = `steps` optimizer steps of the real trainer from the same initial weights θ0

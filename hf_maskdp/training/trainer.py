@@ -1,6 +1,6 @@
 """`MaskDPTrainer`: a `transformers.Trainer` that fine-tunes a video classifier under MaskDP.
 
-One optimizer step (MASKDP.md, algorithm) is one item of the train loader:
+One optimizer step (docs/privacy.md, "One training step") is one item of the train loader:
 `{"private": [indices], "public": [indices]}` drawn in the main process by the samplers in
 `hf_maskdp.privacy`, plus those rows' collated micro-batches, which DataLoader workers decode
 (`dataloader_num_workers`). `training_step` turns it into `p.grad = lambda_priv G_priv +
@@ -8,7 +8,7 @@ lambda_pub G_pub`; the stock loop then runs the optimizer, scheduler, callbacks,
 checkpoints. Each checkpoint also holds the privacy state that `resume_from_checkpoint` restores.
 
 The Trainer owns its data loader, model wrapping and loss reduction, because the stock ones
-break DP (measured, DEPENDENCIES.md): it re-samples and re-shards batches, rescales the loss by
+break DP (measured with transformers 5): it re-samples and re-shards batches, rescales the loss by
 a data-dependent count, wraps the model in DDP (a second, wasted all-reduce), and logs the raw
 gradient norm. Logs carry only privatized quantities: epsilon, the public-branch loss.
 """
@@ -519,7 +519,7 @@ class MaskDPTrainer(Trainer):
         return flat[:-2], flat[-2].detach()
 
     def _public_loss_sum(self, batch):
-        """Summed loss of the public views; clips with nothing public are skipped (MASKDP.md)."""
+        """Summed loss of the public views; clips with nothing public are skipped (docs/privacy.md, "One training step", step 4)."""
         mask = batch["sensitive_mask"]
         if self.args.public_view == "fill":
             keep = has_public_content(mask, "fill")
