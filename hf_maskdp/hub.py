@@ -31,8 +31,20 @@ PRIVACY_RECORD_FILE = "maskdp_privacy.json"
 SENSITIVE_MASK = "sensitive_mask"
 MASK_COLUMNS = (SENSITIVE_MASK, "avatar_mask")
 PRIVACY_RECORD_KEYS = (
-    "privacy_mode", "epsilon", "delta", "accountant", "noise_multiplier", "per_sample_clip_norm",
-    "sample_rate", "steps", "epochs", "public_view", "mask_column", "training_rows", "private_records", "world_size",
+    "privacy_mode",
+    "epsilon",
+    "delta",
+    "accountant",
+    "noise_multiplier",
+    "per_sample_clip_norm",
+    "sample_rate",
+    "steps",
+    "epochs",
+    "public_view",
+    "mask_column",
+    "training_rows",
+    "private_records",
+    "world_size",
 )
 PRIVACY_MODES = ("maskdp", "dpsgd", "public_only", "none")
 PUBLIC_WARNING = (
@@ -216,8 +228,12 @@ def summarize_dataset(dataset) -> dict:
             statuses.update(str(s).split(":")[0] for s in split["anonymization"])
         versions = split[FORMAT_COLUMN] if FORMAT_COLUMN in split.column_names else [LOSSLESS_FORMAT] * len(split)
         formats.update(LOSSLESS_FORMAT if v is None else int(v) for v in versions)
-    summary = {"clips": clips, "frames": frames, "splits": {name: len(s) for name, s in splits.items()},
-               "storage_formats": dict(sorted(formats.items()))}  # fmt: skip
+    summary = {
+        "clips": clips,
+        "frames": frames,
+        "splits": {name: len(s) for name, s in splits.items()},
+        "storage_formats": dict(sorted(formats.items())),
+    }
     if people is not None:
         summary["people"] = people
     if statuses:
@@ -255,8 +271,12 @@ def push_anonymized_dataset(
     url = _create_private_aware_repo(repo_id, "dataset", private, token)
     with hub_errors(repo_id, "push to"):
         dataset.push_to_hub(repo_id, private=private, token=token, commit_message=commit_message)
-        card = dataset_card(repo_id, anonymizer_info, {**summarize_dataset(dataset), **(summary or {})},
-                            existing=DatasetCard.load(repo_id, repo_type="dataset", token=token))
+        card = dataset_card(
+            repo_id,
+            anonymizer_info,
+            {**summarize_dataset(dataset), **(summary or {})},
+            existing=DatasetCard.load(repo_id, repo_type="dataset", token=token),
+        )
         card.push_to_hub(repo_id, token=token, repo_type="dataset", commit_message="Add hf_maskdp dataset card")
     return url
 
@@ -292,8 +312,10 @@ def _storage_description(formats: dict, info: dict) -> str:
     for version, count in sorted(formats.items()):
         clips = f"{count} clip{'s' if count != 1 else ''}"
         if int(version) == LOSSLESS_FORMAT:
-            lines.append(f"- Storage format 1 ({clips}): `video` is lossless RGB H.264 (crf 0); public pixels "
-                         "are read from it and decode exactly as rendered.")  # fmt: skip
+            lines.append(
+                f"- Storage format 1 ({clips}): `video` is lossless RGB H.264 (crf 0); public pixels "
+                "are read from it and decode exactly as rendered."
+            )
         else:
             crf, layer_crf = info.get("crf", DEFAULT_CRF), info.get("layer_crf", DEFAULT_LAYER_CRF)
             preset = info.get("preset", DEFAULT_PRESET)
@@ -325,8 +347,9 @@ def _as_dict(value) -> dict:
     return {str(k): v for k, v in dict(value).items()}
 
 
-def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, verify_masks: bool = True,
-                            trust_masks: bool = False, **kwargs):
+def load_anonymized_dataset(
+    repo_id_or_path: str, split: str | None = None, *, verify_masks: bool = True, trust_masks: bool = False, **kwargs
+):
     """Load an anonymized dataset from the Hub, a `save_to_disk` folder, a data folder, or the OUTPUT
     of a sharded run (`hf-maskdp anonymize --tasks N`: its shards as one dataset, refused unfinished).
 
@@ -358,12 +381,16 @@ def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, v
     elif path.is_dir():
         loaded = datasets.load_dataset(str(path), split=split, **kwargs)
     elif path.exists():
-        raise ValueError(f"{path} is a file: pass the folder written by save_to_disk, a folder of data files, "
-                         "or a Hub dataset id 'user/name'")
+        raise ValueError(
+            f"{path} is a file: pass the folder written by save_to_disk, a folder of data files, "
+            "or a Hub dataset id 'user/name'"
+        )
     else:
         if not _REPO_ID.fullmatch(str(repo_id_or_path)):
-            raise FileNotFoundError(f"{repo_id_or_path} does not exist: no such local folder (and it is not a Hub "
-                                    "dataset id 'user/name'); check the path")
+            raise FileNotFoundError(
+                f"{repo_id_or_path} does not exist: no such local folder (and it is not a Hub "
+                "dataset id 'user/name'); check the path"
+            )
         repo_id = validate_repo_id(str(repo_id_or_path))
         try:
             with hub_errors(repo_id, "load"):
@@ -375,15 +402,22 @@ def load_anonymized_dataset(repo_id_or_path: str, split: str | None = None, *, v
             ) from err
     splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {split or "dataset": loaded}
     if trust_masks:
-        logger.warning("trust_masks=True: %s is used without checking that its masks come from the anonymizer; "
-                       "MaskDP protects only what YOUR masks mark sensitive", repo_id_or_path)
+        logger.warning(
+            "trust_masks=True: %s is used without checking that its masks come from the anonymizer; "
+            "MaskDP protects only what YOUR masks mark sensitive",
+            repo_id_or_path,
+        )
     for name, part in splits.items():
         where = f"{repo_id_or_path} [{name}]"
         check_mask_columns(part, where=where, verify_rows=verify_masks)
         check_masks(part, where, trust_masks=trust_masks, check_shapes=False)  # shapes: check_mask_columns
         if FORMAT_COLUMN not in part.column_names:
-            logger.info("%s [%s]: storage format 1 (lossless video, 4-20x larger than format 2); it loads and "
-                        "trains as before; re-anonymize to store it lossy", repo_id_or_path, name)  # fmt: skip
+            logger.info(
+                "%s [%s]: storage format 1 (lossless video, 4-20x larger than format 2); it loads and "
+                "trains as before; re-anonymize to store it lossy",
+                repo_id_or_path,
+                name,
+            )
     return loaded.with_transform(DecodeMasks())
 
 
@@ -410,9 +444,13 @@ def check_privacy_record(record: dict) -> dict:
         raise ValueError(f"privacy_mode {mode!r} is unknown: expected one of {PRIVACY_MODES}")
     if mode == "none" and record["epsilon"] is not None:
         raise ValueError("privacy_mode 'none' spends no budget and promises nothing: its epsilon must be null")
-    if mode != "none" and (record["epsilon"] is None or not math.isfinite(record["epsilon"]) or record["delta"] is None):
-        raise ValueError(f"privacy_mode {mode!r} needs a finite epsilon and a delta in the record, got "
-                         f"epsilon={record['epsilon']!r}, delta={record['delta']!r}")
+    if mode != "none" and (
+        record["epsilon"] is None or not math.isfinite(record["epsilon"]) or record["delta"] is None
+    ):
+        raise ValueError(
+            f"privacy_mode {mode!r} needs a finite epsilon and a delta in the record, got "
+            f"epsilon={record['epsilon']!r}, delta={record['delta']!r}"
+        )
     return record
 
 
@@ -436,20 +474,33 @@ def write_model_card(
     dataset_info = _as_dict(dataset_info)
     model_name = model_name or output_dir.resolve().name
     dataset_name = dataset_info.get("name")
-    metrics = {k.removeprefix("eval_"): v for k, v in (eval_results or {}).items()
-               if isinstance(v, (int, float)) and k.removeprefix("eval_") not in ("runtime", "samples_per_second",
-                                                                                  "steps_per_second", "epoch")}
+    metrics = {
+        k.removeprefix("eval_"): v
+        for k, v in (eval_results or {}).items()
+        if isinstance(v, (int, float))
+        and k.removeprefix("eval_") not in ("runtime", "samples_per_second", "steps_per_second", "epoch")
+    }
     results = [
-        EvalResult(task_type="video-classification", task_name="Video classification",
-                   dataset_type=dataset_name or "unknown", dataset_name=dataset_name or "evaluation clips",
-                   dataset_split=dataset_info.get("eval_split"), metric_type=metric, metric_value=float(value))
+        EvalResult(
+            task_type="video-classification",
+            task_name="Video classification",
+            dataset_type=dataset_name or "unknown",
+            dataset_name=dataset_name or "evaluation clips",
+            dataset_split=dataset_info.get("eval_split"),
+            metric_type=metric,
+            metric_value=float(value),
+        )
         for metric, value in metrics.items()
     ]
     tags = ["video-classification", "maskdp", "hf_maskdp"]
     tags += ["not-private"] if record["privacy_mode"] == "none" else ["differential-privacy", record["privacy_mode"]]
     data = ModelCardData(
-        model_name=model_name, library_name="transformers", pipeline_tag="video-classification", tags=tags,
-        datasets=[dataset_name] if dataset_name else None, eval_results=results or None,
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag="video-classification",
+        tags=tags,
+        datasets=[dataset_name] if dataset_name else None,
+        eval_results=results or None,
     )
     card = ModelCard.from_template(
         data,
@@ -476,19 +527,36 @@ def _privacy_facts(record: dict) -> list[tuple[str, Any]]:
         unused = "not used (no private branch)"
         budget = [("ε spent", record["epsilon"]), ("δ", record["delta"])] + [
             (label, unused if record[key] is None else record[key])
-            for label, key in (("Accountant", "accountant"), ("Noise multiplier σ", "noise_multiplier"),
-                               ("Per-sample clip norm C", "per_sample_clip_norm"),
-                               ("Sampling rate q (Poisson)", "sample_rate"))
+            for label, key in (
+                ("Accountant", "accountant"),
+                ("Noise multiplier σ", "noise_multiplier"),
+                ("Per-sample clip norm C", "per_sample_clip_norm"),
+                ("Sampling rate q (Poisson)", "sample_rate"),
+            )
         ]
-    rest = [("Optimizer steps", "steps"), ("Epochs", "epochs"), ("Public view", "public_view"),
-            ("Mask column", "mask_column"), ("Training rows (all; the public branch draws from them)", "training_rows"),
-            ("Private records N (with sensitive content; q = private batch / N)", "private_records"),
-            ("Processes (world size)", "world_size")]
-    facts = [("Privacy mode", f"`{mode}`"), *budget,
-             *((label, "n/a" if record[key] is None else record[key]) for label, key in rest)]
+    rest = [
+        ("Optimizer steps", "steps"),
+        ("Epochs", "epochs"),
+        ("Public view", "public_view"),
+        ("Mask column", "mask_column"),
+        ("Training rows (all; the public branch draws from them)", "training_rows"),
+        ("Private records N (with sensitive content; q = private batch / N)", "private_records"),
+        ("Processes (world size)", "world_size"),
+    ]
+    facts = [
+        ("Privacy mode", f"`{mode}`"),
+        *budget,
+        *((label, "n/a" if record[key] is None else record[key]) for label, key in rest),
+    ]
     if record.get("trust_masks") is not None:  # records written before provenance checks lack it
-        facts.append(("Masks verified", "**NO: trust_masks=True**, the masks were taken on the trainer's word"
-                      if record["trust_masks"] else "yes: anonymizer provenance and public ⊆ avatar on every row"))
+        facts.append(
+            (
+                "Masks verified",
+                "**NO: trust_masks=True**, the masks were taken on the trainer's word"
+                if record["trust_masks"]
+                else "yes: anonymizer provenance and public ⊆ avatar on every row",
+            )
+        )
     if record.get("fully_public_records") is not None:
         facts.append(("Records with no sensitive pixel (public only)", record["fully_public_records"]))
     return facts
@@ -516,6 +584,10 @@ def push_private_model(
     _check_token(token, repo_id)
     url = _create_private_aware_repo(repo_id, "model", private, token)
     with hub_errors(repo_id, "push to"):
-        HfApi(token=token).upload_folder(repo_id=repo_id, folder_path=str(output_dir), commit_message=commit_message,
-                                         ignore_patterns=["checkpoint-*", "runs/*", "*.pt"])
+        HfApi(token=token).upload_folder(
+            repo_id=repo_id,
+            folder_path=str(output_dir),
+            commit_message=commit_message,
+            ignore_patterns=["checkpoint-*", "runs/*", "*.pt"],
+        )
     return url

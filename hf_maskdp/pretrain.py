@@ -59,9 +59,16 @@ def public_corpus_config(config: PretrainConfig):
     from hf_maskdp.data.build import ActionDatasetConfig
 
     return ActionDatasetConfig(
-        num_frames=config.clip_frames, size=config.clip_size, vocabulary="public", scenes=PUBLIC_BACKGROUND_NAMES,
-        background_bias=0.0, identity_pool=1, num_identities=64, person_height=BENCHMARK_PERSON_HEIGHT,
-        repetitions=BENCHMARK_REPETITIONS, seed=config.seed,
+        num_frames=config.clip_frames,
+        size=config.clip_size,
+        vocabulary="public",
+        scenes=PUBLIC_BACKGROUND_NAMES,
+        background_bias=0.0,
+        identity_pool=1,
+        num_identities=64,
+        person_height=BENCHMARK_PERSON_HEIGHT,
+        repetitions=BENCHMARK_REPETITIONS,
+        seed=config.seed,
     )
 
 
@@ -80,9 +87,13 @@ def render_corpus(generator_config, num_clips: int, split: str, progress: bool =
     from hf_maskdp.data.build import SPLITS
 
     classes = len(generator_config.action_names)
-    labels = np.random.default_rng([generator_config.seed, SPLITS[split], 7]).permutation(np.arange(num_clips) % classes)
-    jobs = [(generator_config, split, [(i, int(labels[i])) for i in range(start, num_clips, num_proc)])
-            for start in range(num_proc)]  # fmt: skip
+    labels = np.random.default_rng([generator_config.seed, SPLITS[split], 7]).permutation(
+        np.arange(num_clips) % classes
+    )
+    jobs = [
+        (generator_config, split, [(i, int(labels[i])) for i in range(start, num_clips, num_proc)])
+        for start in range(num_proc)
+    ]
     if num_proc == 1:
         parts = [_render(jobs[0], progress)]
     else:
@@ -90,8 +101,14 @@ def render_corpus(generator_config, num_clips: int, split: str, progress: bool =
 
         # spawn: the EGL renderer must not be inherited through fork
         with multiprocessing.get_context("spawn").Pool(num_proc) as pool:
-            parts = list(tqdm(pool.imap(_render, jobs), total=num_proc, desc=f"rendering public {split} clips",
-                              disable=not progress))  # fmt: skip
+            parts = list(
+                tqdm(
+                    pool.imap(_render, jobs),
+                    total=num_proc,
+                    desc=f"rendering public {split} clips",
+                    disable=not progress,
+                )
+            )
     clips = {}
     for part in parts:
         clips.update(part)
@@ -154,10 +171,17 @@ def build_classifier(config: PretrainConfig, labels: tuple[str, ...]):
 
     torch.manual_seed(config.seed)
     model_config = VideoMAEConfig(
-        image_size=config.clip_size, patch_size=config.patch_size, num_frames=config.clip_frames, tubelet_size=2,
-        hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
-        num_attention_heads=max(1, config.hidden_size // 32), intermediate_size=4 * config.hidden_size,
-        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+        image_size=config.clip_size,
+        patch_size=config.patch_size,
+        num_frames=config.clip_frames,
+        tubelet_size=2,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=max(1, config.hidden_size // 32),
+        intermediate_size=4 * config.hidden_size,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
     )
     return VideoMAEForVideoClassification(model_config)
 
@@ -182,8 +206,9 @@ def pretrain(config: PretrainConfig | None = None) -> dict:
     model = build_classifier(config, corpus.action_names)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.05)
     steps_per_epoch = -(-len(x_train) // config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate,
-                                                   total_steps=config.epochs * steps_per_epoch, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch, pct_start=0.1
+    )
     from tqdm.auto import trange
 
     model.train()
@@ -220,8 +245,12 @@ def accuracy(model, pixel_values, labels, batch_size: int = 64) -> float:
 
     model.eval()
     with torch.no_grad():
-        predictions = torch.cat([model(pixel_values=pixel_values[i : i + batch_size]).logits.argmax(-1)
-                                 for i in range(0, len(pixel_values), batch_size)])  # fmt: skip
+        predictions = torch.cat(
+            [
+                model(pixel_values=pixel_values[i : i + batch_size]).logits.argmax(-1)
+                for i in range(0, len(pixel_values), batch_size)
+            ]
+        )
     model.train()
     return float((predictions == torch.as_tensor(labels)).float().mean())
 
@@ -235,8 +264,11 @@ def load_pretrained_backbone(model_id_or_path, labels: tuple[str, ...], seed: in
     from transformers import VideoMAEForVideoClassification
 
     model = VideoMAEForVideoClassification.from_pretrained(
-        model_id_or_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)}, ignore_mismatched_sizes=True,
+        model_id_or_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        ignore_mismatched_sizes=True,
     )
     torch.manual_seed(seed)
     model.classifier.reset_parameters()
@@ -265,14 +297,14 @@ never seen a private clip.
 {list(corpus.scenes)} (photos no private clip uses). {config.fill_share:.0%} of the training clips had their
 background replaced by the mean colour, as MaskDP's `fill` public view shows avatars.
 
-## Its own test accuracy ({config.num_test} held-out public clips, chance {metrics['chance']:.3f})
+## Its own test accuracy ({config.num_test} held-out public clips, chance {metrics["chance"]:.3f})
 
-- full clips: {metrics['test_accuracy_full_clips']:.3f}
-- `fill` view (background replaced): {metrics['test_accuracy_fill_view']:.3f}
-- training accuracy: {metrics['train_accuracy']:.3f}
+- full clips: {metrics["test_accuracy_full_clips"]:.3f}
+- `fill` view (background replaced): {metrics["test_accuracy_fill_view"]:.3f}
+- training accuracy: {metrics["train_accuracy"]:.3f}
 
 Trained {config.epochs} epochs, AdamW lr {config.learning_rate:g} (one-cycle), batch {config.batch_size};
-{metrics['seconds'] / 60:.1f} min on CPU.
+{metrics["seconds"] / 60:.1f} min on CPU.
 
 ## Rebuild
 

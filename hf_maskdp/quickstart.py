@@ -16,22 +16,34 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import statistics
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REGIMES = {  # name -> generator settings
     "ntu": dict(scenes=("brick_wall",), background_bias=0.0),  # mediapipe finds 90 % of people here (living room: 67 %)
     "ucf": dict(background_bias=0.6),
 }
-RESULT_KEYS = ("regime", "setting", "train_data", "public_view", "init", "seed", "epsilon", "delta",
-               "num_private_records", "test_accuracy_original", "test_accuracy_anonymized",
-               "test_accuracy_public_view", "val_accuracy_original", "train_seconds")  # fmt: skip
+RESULT_KEYS = (
+    "regime",
+    "setting",
+    "train_data",
+    "public_view",
+    "init",
+    "seed",
+    "epsilon",
+    "delta",
+    "num_private_records",
+    "test_accuracy_original",
+    "test_accuracy_anonymized",
+    "test_accuracy_public_view",
+    "val_accuracy_original",
+    "train_seconds",
+)
 MODEL_FOLDER = "maskdp_model"  # under output_dir; the demo Space classifies with it
 KEPT_CLIPS = "keep, then only clips with status ok are used; the others are withheld"
 
@@ -83,7 +95,9 @@ class QuickstartConfig:
         if self.num_train < self.batch_size:
             raise ValueError(f"num_train={self.num_train} must be >= batch_size={self.batch_size}")
         if min(self.num_val, self.num_test) < 1 or self.clip_frames < 2 or self.clip_frames % 2:
-            raise ValueError("need num_val, num_test >= 1 and an even clip_frames >= 2 (VideoMAE tubelets are 2 frames)")
+            raise ValueError(
+                "need num_val, num_test >= 1 and an even clip_frames >= 2 (VideoMAE tubelets are 2 frames)"
+            )
         if self.init not in ("public", "scratch"):
             raise ValueError(f"init={self.init!r}: choose 'public' (pretrained on public clips) or 'scratch'")
         budgets = (*self.claim_epsilons, *self.sweep_epsilons, self.target_epsilon)
@@ -100,10 +114,19 @@ class QuickstartConfig:
         regimes, every budget with every seed) or `fast` (every stage in about a minute, for tests)."""
         presets = {
             "demo": {},
-            "benchmark": dict(regimes=("ntu", "ucf"), num_train=1024, num_val=96, num_test=192, epochs=8.0,
-                              sweep_seeds=3, num_proc=2),
-            "fast": dict(num_train=12, num_val=6, num_test=6, epochs=1.0, batch_size=4, seeds=(0, 1),
-                         claim_epsilons=(0.5, 1.0), sweep_epsilons=()),
+            "benchmark": dict(
+                regimes=("ntu", "ucf"), num_train=1024, num_val=96, num_test=192, epochs=8.0, sweep_seeds=3, num_proc=2
+            ),
+            "fast": dict(
+                num_train=12,
+                num_val=6,
+                num_test=6,
+                epochs=1.0,
+                batch_size=4,
+                seeds=(0, 1),
+                claim_epsilons=(0.5, 1.0),
+                sweep_epsilons=(),
+            ),
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}: choose from {sorted(presets)}")
@@ -136,7 +159,10 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
         if number == 0:
             anonymized.save_to_disk(str(output / "anonymized_dataset"))
             _write_dataset_card(anonymized, stats[regime], config, output / "anonymized_dataset")
-        data = {"original": _keyed(original, f"{regime}/original"), "anonymized": _keyed(anonymized, f"{regime}/anonymized")}
+        data = {
+            "original": _keyed(original, f"{regime}/original"),
+            "anonymized": _keyed(anonymized, f"{regime}/anonymized"),
+        }
         collator = _MemoCollator(config)
         rows.append(_background_baseline(original, regime, config))
         model_dir = output / MODEL_FOLDER if number == 0 else None
@@ -159,9 +185,14 @@ def generator_config(config: QuickstartConfig, regime: str):
     from hf_maskdp.data.build import ActionDatasetConfig
     from hf_maskdp.pretrain import BENCHMARK_PERSON_HEIGHT, BENCHMARK_REPETITIONS
 
-    return ActionDatasetConfig(num_frames=config.clip_frames, size=config.clip_size, seed=config.data_seed,
-                               person_height=BENCHMARK_PERSON_HEIGHT, repetitions=BENCHMARK_REPETITIONS,
-                               **REGIMES[regime])  # fmt: skip
+    return ActionDatasetConfig(
+        num_frames=config.clip_frames,
+        size=config.clip_size,
+        seed=config.data_seed,
+        person_height=BENCHMARK_PERSON_HEIGHT,
+        repetitions=BENCHMARK_REPETITIONS,
+        **REGIMES[regime],
+    )
 
 
 def _generate(config: QuickstartConfig, regime: str):
@@ -214,15 +245,24 @@ def _anonymize(original, config: QuickstartConfig):
     for split, clips in original.items():
         # only the video and the label go in: identities, scenes and ground-truth poses are not published
         clips = clips.select_columns(["video", "label"])
-        result = clips.map(anonymizer, batched=True, batch_size=4, features=anonymizer.features(clips.features),
-                           num_proc=config.num_proc if config.num_proc > 1 else None,
-                           desc=f"anonymizing {split} clips (pose, avatar, inpaint)")  # fmt: skip
+        result = clips.map(
+            anonymizer,
+            batched=True,
+            batch_size=4,
+            features=anonymizer.features(clips.features),
+            num_proc=config.num_proc if config.num_proc > 1 else None,
+            desc=f"anonymizing {split} clips (pose, avatar, inpaint)",
+        )
         detected = sum(int(decode_mask(m).any(axis=(1, 2)).sum()) for m in result["avatar_mask"])
         statuses = Counter(status.split(":")[0] for status in result["anonymization"])
         kept[split] = result.filter(lambda status: status == "ok", input_columns="anonymization")
-        stats[split] = {"clips": len(clips), "frames": len(clips) * config.clip_frames,
-                        "frames_with_person": detected, "status_counts": dict(sorted(statuses.items())),
-                        "clips_kept": len(kept[split])}  # fmt: skip
+        stats[split] = {
+            "clips": len(clips),
+            "frames": len(clips) * config.clip_frames,
+            "frames_with_person": detected,
+            "status_counts": dict(sorted(statuses.items())),
+            "clips_kept": len(kept[split]),
+        }
     if any(len(split) == 0 for split in kept.values()):
         raise ValueError(
             f"the anonymizer accepted no clip in some split ({stats}); check that mediapipe 0.10.21 is "
@@ -250,8 +290,10 @@ def _anonymizer_info(config: QuickstartConfig) -> dict:
 
 def _keyed(dataset_dict, name: str) -> dict:
     """Each split with a `clip_key` column, the key `_MemoCollator` caches the clip under."""
-    return {split: ds.add_column("clip_key", [f"{name}/{split}/{i}" for i in range(len(ds))])
-            for split, ds in dataset_dict.items()}  # fmt: skip
+    return {
+        split: ds.add_column("clip_key", [f"{name}/{split}/{i}" for i in range(len(ds))])
+        for split, ds in dataset_dict.items()
+    }
 
 
 class _MemoCollator:
@@ -266,8 +308,12 @@ class _MemoCollator:
     def __init__(self, config: QuickstartConfig):
         from hf_maskdp.training.collator import VideoClipCollator
 
-        self.collator = VideoClipCollator(num_frames=config.clip_frames, image_size=config.clip_size,
-                                          public_fill=config.public_fill, public_fill_seed=config.data_seed)  # fmt: skip
+        self.collator = VideoClipCollator(
+            num_frames=config.clip_frames,
+            image_size=config.clip_size,
+            public_fill=config.public_fill,
+            public_fill_seed=config.data_seed,
+        )
         self._full, self._public = {}, {}
 
     def __call__(self, rows: list[dict]) -> dict:
@@ -293,8 +339,10 @@ class _MemoCollator:
 def planned_runs(config: QuickstartConfig) -> list[dict]:
     """Per regime: the non-private references, then every seed's public_only, dpsgd and maskdp runs
     at the claim budgets, then the budget sweep for the first `sweep_seeds` seeds."""
-    runs = [dict(setting="none", train_data="original", target=None, seed=config.seeds[0]),
-            dict(setting="none", train_data="anonymized", target=None, seed=config.seeds[0])]  # fmt: skip
+    runs = [
+        dict(setting="none", train_data="original", target=None, seed=config.seeds[0]),
+        dict(setting="none", train_data="anonymized", target=None, seed=config.seeds[0]),
+    ]
     for i, seed in enumerate(config.seeds):
         runs.append(dict(setting="public_only", train_data="anonymized", target=None, seed=seed))
         budgets = config.claim_epsilons + (config.sweep_epsilons if i < config.sweep_seeds else ())
@@ -312,8 +360,12 @@ def _train_all(regime: str, data: dict, collator, config: QuickstartConfig, mode
     with tempfile.TemporaryDirectory() as scratch:  # the models that are not kept
         for i, run in enumerate(bar):
             bar.set_postfix_str(f"{run['setting']} on {run['train_data']}, eps={run['target']}, seed={run['seed']}")
-            keep = model_dir is not None and run["setting"] == "maskdp" and run["seed"] == config.seeds[0] \
-                and run["target"] == config.target_epsilon  # fmt: skip
+            keep = (
+                model_dir is not None
+                and run["setting"] == "maskdp"
+                and run["seed"] == config.seeds[0]
+                and run["target"] == config.target_epsilon
+            )
             output_dir = model_dir if keep else Path(scratch) / str(i)
             rows.append(_train_and_evaluate(regime, run, data, collator, config, output_dir, save=keep))
     return rows
@@ -326,8 +378,14 @@ def build_model(config: QuickstartConfig, seed: int):
 
     if config.init == "public":
         return load_pretrained_backbone(config.pretrained_model or shipped_checkpoint(), ACTION_NAMES, seed=seed)
-    shape = PretrainConfig(clip_frames=config.clip_frames, clip_size=config.clip_size, patch_size=config.patch_size,
-                           hidden_size=config.hidden_size, num_layers=config.num_layers, seed=seed)  # fmt: skip
+    shape = PretrainConfig(
+        clip_frames=config.clip_frames,
+        clip_size=config.clip_size,
+        patch_size=config.patch_size,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        seed=seed,
+    )
     return build_classifier(shape, ACTION_NAMES)
 
 
@@ -339,28 +397,44 @@ def training_args(run: dict, config: QuickstartConfig, output_dir: Path):
     private = run["setting"] in ("dpsgd", "maskdp")
     optim, optim_args = (config.private_optim, config.private_optim_args) if private else ("adamw_torch", None)
     return MaskDPConfig(
-        output_dir=str(output_dir), privacy_mode=run["setting"], target_epsilon=run["target"],
-        target_delta=config.delta, per_sample_clip_norm=config.clip_norm,
-        private_batch_size=config.batch_size, public_batch_size=config.batch_size,
-        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=64,
-        public_view=config.public_view, num_train_epochs=config.epochs,
+        output_dir=str(output_dir),
+        privacy_mode=run["setting"],
+        target_epsilon=run["target"],
+        target_delta=config.delta,
+        per_sample_clip_norm=config.clip_norm,
+        private_batch_size=config.batch_size,
+        public_batch_size=config.batch_size,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=64,
+        public_view=config.public_view,
+        num_train_epochs=config.epochs,
         learning_rate=config.private_learning_rate if private else config.learning_rate,
-        optim=optim, optim_args=optim_args,
+        optim=optim,
+        optim_args=optim_args,
         private_grad_weight=config.private_grad_weight if run["setting"] == "maskdp" else 1.0,
-        seed=run["seed"], save_strategy="no", logging_strategy="no", report_to="none", use_cpu=True,
+        seed=run["seed"],
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        use_cpu=True,
         disable_tqdm=True,
-    )  # fmt: skip
+    )
 
 
-def _train_and_evaluate(regime: str, run: dict, data: dict, collator, config: QuickstartConfig, output_dir: Path,
-                        save: bool = False) -> dict:
+def _train_and_evaluate(
+    regime: str, run: dict, data: dict, collator, config: QuickstartConfig, output_dir: Path, save: bool = False
+) -> dict:
     from transformers.trainer_callback import PrinterCallback
 
     from hf_maskdp.training.trainer import MaskDPTrainer
 
     args = training_args(run, config, output_dir)
-    trainer = MaskDPTrainer(model=build_model(config, run["seed"]), args=args,
-                            train_dataset=data[run["train_data"]]["train"], data_collator=collator)  # fmt: skip
+    trainer = MaskDPTrainer(
+        model=build_model(config, run["seed"]),
+        args=args,
+        train_dataset=data[run["train_data"]]["train"],
+        data_collator=collator,
+    )
     trainer.remove_callback(PrinterCallback)  # one progress bar for all runs instead of a dict per run
     started = time.perf_counter()
     trainer.train()
@@ -376,13 +450,20 @@ def _train_and_evaluate(regime: str, run: dict, data: dict, collator, config: Qu
         trainer.save_model()
         _write_model_card(output_dir, record, accuracy, config)
     return {
-        "regime": regime, "setting": run["setting"], "train_data": run["train_data"],
-        "public_view": record["public_view"], "init": config.init, "seed": run["seed"],
-        "epsilon": record["epsilon"], "delta": record["delta"],
+        "regime": regime,
+        "setting": run["setting"],
+        "train_data": run["train_data"],
+        "public_view": record["public_view"],
+        "init": config.init,
+        "seed": run["seed"],
+        "epsilon": record["epsilon"],
+        "delta": record["delta"],
         "num_private_records": len(data[run["train_data"]]["train"]),
-        **accuracy, "train_seconds": round(seconds, 2),
-        "noise_multiplier": record["noise_multiplier"], "steps": record["steps"],
-    }  # fmt: skip
+        **accuracy,
+        "train_seconds": round(seconds, 2),
+        "noise_multiplier": record["noise_multiplier"],
+        "steps": record["steps"],
+    }
 
 
 def _accuracy(trainer, dataset, public_view: bool = False) -> float:
@@ -410,22 +491,37 @@ def _background_baseline(original, regime: str, config: QuickstartConfig) -> dic
         guesses = [by_scene[s].most_common(1)[0][0] if s in by_scene else overall for s in split["background"]]
         return sum(g == y for g, y in zip(guesses, split["label"])) / len(split)
 
-    return {"regime": regime, "setting": "background_only", "train_data": "original", "public_view": None,
-            "init": None, "seed": None, "epsilon": None, "delta": None, "num_private_records": len(train),
-            "test_accuracy_original": accuracy(test), "test_accuracy_anonymized": None,
-            "test_accuracy_public_view": None, "val_accuracy_original": accuracy(val), "train_seconds": 0.0}  # fmt: skip
+    return {
+        "regime": regime,
+        "setting": "background_only",
+        "train_data": "original",
+        "public_view": None,
+        "init": None,
+        "seed": None,
+        "epsilon": None,
+        "delta": None,
+        "num_private_records": len(train),
+        "test_accuracy_original": accuracy(test),
+        "test_accuracy_anonymized": None,
+        "test_accuracy_public_view": None,
+        "val_accuracy_original": accuracy(val),
+        "train_seconds": 0.0,
+    }
 
 
 def _write_model_card(model_dir: Path, record: dict, accuracy: dict, config: QuickstartConfig) -> None:
     from hf_maskdp.hub import write_model_card
 
     write_model_card(
-        model_dir, record, model_name="maskdp-quickstart-videomae",
-        dataset_info={"name": "hf-maskdp/quickstart-actions", "split": "train",
-                      "anonymizer": _anonymizer_info(config)},
-        eval_results={"accuracy_original_test_clips": accuracy["test_accuracy_original"],
-                      "accuracy_anonymized_test_clips": accuracy["test_accuracy_anonymized"]},
-    )  # fmt: skip
+        model_dir,
+        record,
+        model_name="maskdp-quickstart-videomae",
+        dataset_info={"name": "hf-maskdp/quickstart-actions", "split": "train", "anonymizer": _anonymizer_info(config)},
+        eval_results={
+            "accuracy_original_test_clips": accuracy["test_accuracy_original"],
+            "accuracy_anonymized_test_clips": accuracy["test_accuracy_anonymized"],
+        },
+    )
 
 
 # ---------------------------------------------------------------------- report
@@ -440,8 +536,12 @@ def summarize(rows: list[dict]) -> list[dict]:
     summary = []
     for (regime, setting, data, budget), members in groups.items():
         entry = {"regime": regime, "setting": setting, "train_data": data, "epsilon": budget, "runs": len(members)}
-        for key in ("test_accuracy_original", "test_accuracy_anonymized", "test_accuracy_public_view",
-                    "val_accuracy_original"):  # fmt: skip
+        for key in (
+            "test_accuracy_original",
+            "test_accuracy_anonymized",
+            "test_accuracy_public_view",
+            "val_accuracy_original",
+        ):
             values = [m[key] for m in members if m[key] is not None]
             entry[key] = statistics.fmean(values) if values else None
             entry[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -461,16 +561,30 @@ def _cell(entry: dict, key: str) -> str:
 
 
 def results_table(summary: list[dict]) -> str:
-    lines = ["| setting | training data | ε | runs | test acc. (original) | test acc. (anonymized) "
-             "| test acc. (public view) | val acc. (original) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| setting | training data | ε | runs | test acc. (original) | test acc. (anonymized) "
+        "| test acc. (public view) | val acc. (original) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for e in summary:
-        epsilon = "∞ (not private)" if e["epsilon"] is None and e["setting"] != "public_only" else f"{e['epsilon'] or 0:g}"
+        epsilon = (
+            "∞ (not private)" if e["epsilon"] is None and e["setting"] != "public_only" else f"{e['epsilon'] or 0:g}"
+        )
         if e["setting"] == "background_only":
             epsilon = "— (no training)"
-        lines.append(f"| `{e['setting']}` | {e['train_data']} | {epsilon} | {e['runs']} | "
-                     + " | ".join(_cell(e, k) for k in ("test_accuracy_original", "test_accuracy_anonymized",
-                                                        "test_accuracy_public_view", "val_accuracy_original"))
-                     + " |")  # fmt: skip
+        lines.append(
+            f"| `{e['setting']}` | {e['train_data']} | {epsilon} | {e['runs']} | "
+            + " | ".join(
+                _cell(e, k)
+                for k in (
+                    "test_accuracy_original",
+                    "test_accuracy_anonymized",
+                    "test_accuracy_public_view",
+                    "val_accuracy_original",
+                )
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -519,15 +633,18 @@ and maskdp ≥ public_only − 0.02):
 
 {claim_summary(summary, config, regime)}
 """)
-    init = f"pretrained on public clips (`{config.pretrained_model or 'the shipped checkpoint'}`)" \
-        if config.init == "public" else "random init"  # fmt: skip
+    init = (
+        f"pretrained on public clips (`{config.pretrained_model or 'the shipped checkpoint'}`)"
+        if config.init == "public"
+        else "random init"
+    )
     return f"""# MaskDP quickstart results
 
 {len(ACTION_NAMES)} actions (chance = {1 / len(ACTION_NAMES):.3f}); {config.num_train} train, {config.num_val} \
 validation and {config.num_test} test clips of {config.clip_frames} frames at {config.clip_size} px per regime; \
 VideoMAE {init}, fine-tuned {config.epochs:g} epochs, batch {config.batch_size} (the expected Poisson batch of \
 the private branch); AdamW lr {config.learning_rate:g} without noise, {config.private_optim} \
-({config.private_optim_args or 'defaults'}) lr {config.private_learning_rate:g} with noise, λ_priv = \
+({config.private_optim_args or "defaults"}) lr {config.private_learning_rate:g} with noise, λ_priv = \
 {config.private_grad_weight:g} for maskdp; public view `{config.public_view}` ({config.public_fill} fill); δ = {config.delta:g}; seeds \
 {list(config.seeds)} (budgets {list(config.sweep_epsilons)} with the first {config.sweep_seeds}). \
 Mean ± standard deviation over seeds. Total time {seconds / 60:.1f} min.
@@ -557,17 +674,33 @@ def plot_results(rows: list[dict], path: Path, config: QuickstartConfig) -> None
     for ax, regime in zip(axes[0], config.regimes):
         entries = [e for e in summary if e["regime"] == regime]
         for setting, colour in (("dpsgd", "tab:red"), ("maskdp", "tab:blue")):
-            points = sorted((e["epsilon"], e["test_accuracy_original"], e["test_accuracy_original_std"])
-                            for e in entries if e["setting"] == setting)  # fmt: skip
+            points = sorted(
+                (e["epsilon"], e["test_accuracy_original"], e["test_accuracy_original_std"])
+                for e in entries
+                if e["setting"] == setting
+            )
             xs, ys, errs = zip(*points)
-            ax.errorbar(xs, ys, yerr=errs, fmt="o-", capsize=3, color=colour,
-                        label=f"{setting} ({'original' if setting == 'dpsgd' else 'anonymized'} clips)")
-        for setting, data, style, colour in (("none", "original", "--", "k"), ("none", "anonymized", ":", "k"),
-                                             ("public_only", "anonymized", "-.", "tab:green"),
-                                             ("background_only", "original", (0, (1, 3)), "tab:brown")):  # fmt: skip
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=errs,
+                fmt="o-",
+                capsize=3,
+                color=colour,
+                label=f"{setting} ({'original' if setting == 'dpsgd' else 'anonymized'} clips)",
+            )
+        for setting, data, style, colour in (
+            ("none", "original", "--", "k"),
+            ("none", "anonymized", ":", "k"),
+            ("public_only", "anonymized", "-.", "tab:green"),
+            ("background_only", "original", (0, (1, 3)), "tab:brown"),
+        ):
             entry = next(e for e in entries if e["setting"] == setting and e["train_data"] == data)
-            label = {"none": f"none ({data}, not private)", "public_only": "public_only (ε = 0)",
-                     "background_only": "scene only (no person)"}[setting]  # fmt: skip
+            label = {
+                "none": f"none ({data}, not private)",
+                "public_only": "public_only (ε = 0)",
+                "background_only": "scene only (no person)",
+            }[setting]
             ax.axhline(entry["test_accuracy_original"], color=colour, linestyle=style, label=label)
         ax.axhline(1 / len(ACTION_NAMES), color="grey", linewidth=0.8, label="chance")
         budgets = sorted({e["epsilon"] for e in entries if e["setting"] == "maskdp"})

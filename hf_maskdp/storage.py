@@ -59,7 +59,9 @@ def check_quality(crf: Any, preset: Any, layer_crf: Any = DEFAULT_LAYER_CRF) -> 
     """ValueError unless `crf` and `layer_crf` are x264 constant rate factors and `preset` an x264 preset."""
     for name, value in (("crf", crf), ("layer_crf", layer_crf)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= 51:
-            raise ValueError(f"{name}={value!r}: choose an integer in [0, 51] (lower is better quality; 18 is near transparent)")
+            raise ValueError(
+                f"{name}={value!r}: choose an integer in [0, 51] (lower is better quality; 18 is near transparent)"
+            )
     if preset not in X264_PRESETS:
         raise ValueError(f"preset={preset!r}: choose one of {X264_PRESETS}")
 
@@ -92,8 +94,10 @@ def encode_anonymized_clip(
     options = {"fps": fps, "lossless": False, "preset": preset}
     return {
         "video": {"path": None, "bytes": encode_video(_pad_even(frames), crf=int(crf), **options)},
-        LAYER_COLUMN: {"path": None,
-                       "bytes": encode_video(_pad_even(layer), crf=int(layer_crf), x264_params=LAYER_X264_PARAMS, **options)},
+        LAYER_COLUMN: {
+            "path": None,
+            "bytes": encode_video(_pad_even(layer), crf=int(layer_crf), x264_params=LAYER_X264_PARAMS, **options),
+        },
         "sensitive_mask": encode_mask(mask),
         FORMAT_COLUMN: STORAGE_FORMAT,
     }
@@ -116,11 +120,15 @@ def avatar_layer(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
     radius, window = EDGE_FILL_RADIUS, (2 * EDGE_FILL_RADIUS + 1,) * 2
     for t in np.flatnonzero(mask.any(axis=(1, 2)) & ~mask.all(axis=(1, 2))):
         rows, cols = np.flatnonzero(~mask[t].all(axis=1)), np.flatnonzero(~mask[t].all(axis=0))
-        box = (slice(max(rows[0] - radius, 0), rows[-1] + radius + 1), slice(max(cols[0] - radius, 0), cols[-1] + radius + 1))
+        box = (
+            slice(max(rows[0] - radius, 0), rows[-1] + radius + 1),
+            slice(max(cols[0] - radius, 0), cols[-1] + radius + 1),
+        )
         # sums over the window of public pixels (zero outside the box: all sensitive there)
         total = cv2.boxFilter(public_only[t][box], cv2.CV_32F, window, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        count = cv2.boxFilter((~mask[t][box]).astype(np.uint8), cv2.CV_32F, window, normalize=False,
-                              borderType=cv2.BORDER_CONSTANT)  # fmt: skip
+        count = cv2.boxFilter(
+            (~mask[t][box]).astype(np.uint8), cv2.CV_32F, window, normalize=False, borderType=cv2.BORDER_CONSTANT
+        )
         edge = mask[t][box] & (count > 0.5)
         layer[t][box][edge] = np.clip(np.rint(total[edge] / count[edge][:, None]), 0, 255).astype(np.uint8)
     return layer
@@ -154,10 +162,14 @@ def storage_format(row: dict) -> int:
     version = row.get(FORMAT_COLUMN)
     if version is None:
         if row.get(LAYER_COLUMN) is not None:
-            raise ValueError(f"row has an '{LAYER_COLUMN}' but no '{FORMAT_COLUMN}': write rows with encode_anonymized_clip")
+            raise ValueError(
+                f"row has an '{LAYER_COLUMN}' but no '{FORMAT_COLUMN}': write rows with encode_anonymized_clip"
+            )
         return LOSSLESS_FORMAT
     if version not in (LOSSLESS_FORMAT, STORAGE_FORMAT):
-        raise ValueError(f"storage_format {version!r} is unknown to this hf_maskdp (it reads 1 and 2); upgrade hf_maskdp")
+        raise ValueError(
+            f"storage_format {version!r} is unknown to this hf_maskdp (it reads 1 and 2); upgrade hf_maskdp"
+        )
     return int(version)
 
 
@@ -174,8 +186,10 @@ def stored_shape_problem(row: dict, mask_shape: tuple, video_shape, video_column
             return f"has a mask but no '{column}' (storage format {version}); re-run the anonymizer on it"
         shape = tuple(video_shape(row[column]))
         if shape != expected:
-            return (f"'{column}' is {list(shape)} (T, H, W) but its mask is {list(mask_shape)}; the mask must "
-                    "cover every pixel of the clip")  # fmt: skip
+            return (
+                f"'{column}' is {list(shape)} (T, H, W) but its mask is {list(mask_shape)}; the mask must "
+                "cover every pixel of the clip"
+            )
     return None
 
 
@@ -183,8 +197,12 @@ def storage_features() -> dict:
     """`datasets` features of the columns `encode_anonymized_clip` writes."""
     from datasets import Value
 
-    return {"video": video_feature(), LAYER_COLUMN: video_feature(), "sensitive_mask": mask_feature(),
-            FORMAT_COLUMN: Value("int32")}  # fmt: skip
+    return {
+        "video": video_feature(),
+        LAYER_COLUMN: video_feature(),
+        "sensitive_mask": mask_feature(),
+        FORMAT_COLUMN: Value("int32"),
+    }
 
 
 def stored_frame_shape(shape: tuple) -> tuple[int, int, int]:

@@ -38,16 +38,24 @@ class ScriptArguments:
     output_dir: str = field(metadata={"help": "Where to save the anonymized dataset (must be new or empty)."})
     layout: str = field(default="auto", metadata={"help": "auto, ucf101, hmdb51, ntu60 or smarthome."})
     official_split: int = field(default=1, metadata={"help": "UCF-101 / HMDB-51 official split (1, 2 or 3)."})
-    protocol: str = field(default="cross_subject", metadata={
-        "help": "NTU RGB+D: cross_subject or cross_view; Toyota Smarthome: cross_subject, cross_view_1 or cross_view_2."})
+    protocol: str = field(
+        default="cross_subject",
+        metadata={
+            "help": "NTU RGB+D: cross_subject or cross_view; Toyota Smarthome: cross_subject, cross_view_1 or cross_view_2."
+        },
+    )
     splits: str | None = field(default=None, metadata={"help": "Comma-separated splits to anonymize (default: all)."})
     max_clips: int | None = field(default=None, metadata={"help": "Anonymize only the first N clips of each split."})
     num_proc: int | None = field(default=None, metadata={"help": "Worker processes for datasets.map."})
     batch_size: int = field(default=2, metadata={"help": "Clips per map batch."})
-    keep_identity_columns: bool = field(default=False, metadata={
-        "help": "Keep video_id/subject/group (they identify real people; MaskDP does not protect them)."})
+    keep_identity_columns: bool = field(
+        default=False,
+        metadata={"help": "Keep video_id/subject/group (they identify real people; MaskDP does not protect them)."},
+    )
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo id (user/name) to push to."})
-    public: bool = field(default=False, metadata={"help": "Push as a public repo (default private: backgrounds are real)."})
+    public: bool = field(
+        default=False, metadata={"help": "Push as a public repo (default private: backgrounds are real)."}
+    )
     token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN or the stored login)."})
 
 
@@ -94,8 +102,13 @@ def anonymize(data, config: AnonymizerConfig, args: ScriptArguments):
     for name in data:
         split = data[name]
         data[name] = split.map(
-            anonymizer, batched=True, batch_size=args.batch_size, num_proc=args.num_proc, with_rank=True,
-            features=anonymizer.features(split.features), desc=f"Anonymizing {name}",
+            anonymizer,
+            batched=True,
+            batch_size=args.batch_size,
+            num_proc=args.num_proc,
+            with_rank=True,
+            features=anonymizer.features(split.features),
+            desc=f"Anonymizing {name}",
         )
     return data
 
@@ -104,8 +117,11 @@ def summarize(data, seconds: float) -> dict:
     splits = {}
     for name, split in data.items():
         statuses = Counter(status.split(":")[0] for status in split["anonymization"])
-        splits[name] = {"clips": len(split), "status_counts": dict(sorted(statuses.items())),
-                        "anonymized_fraction": statuses["ok"] / max(1, len(split))}
+        splits[name] = {
+            "clips": len(split),
+            "status_counts": dict(sorted(statuses.items())),
+            "anonymized_fraction": statuses["ok"] / max(1, len(split)),
+        }
     return {"splits": splits, "seconds": round(seconds, 2)}
 
 
@@ -136,12 +152,15 @@ def run(args: ScriptArguments, config: AnonymizerConfig) -> None:
     repo_id = args.push_to_hub or f"local/{output_dir.name}"
     dataset_card(repo_id, info, summarize_dataset(data)).save(str(output_dir / "README.md"))
     for name, counts in summary["splits"].items():
-        print(f"{name}: {counts['clips']} clips, {counts['anonymized_fraction']:.0%} fully anonymized "
-              f"{counts['status_counts']}")
+        print(
+            f"{name}: {counts['clips']} clips, {counts['anonymized_fraction']:.0%} fully anonymized "
+            f"{counts['status_counts']}"
+        )
     print(f"saved to {output_dir} in {summary['seconds']:.1f} s")
     if args.push_to_hub:
-        url = push_anonymized_dataset(data, args.push_to_hub, private=not args.public, token=args.token,
-                                      anonymizer_info=info)
+        url = push_anonymized_dataset(
+            data, args.push_to_hub, private=not args.public, token=args.token, anonymizer_info=info
+        )
         print(f"pushed to {url} ({'public' if args.public else 'private'})")
 
 

@@ -39,8 +39,14 @@ UNCHANGED_TOLERANCE = 8  # per channel: a real pixel through the lossy storage s
 
 def anonymized_dataset(args):
     """The action dataset, anonymized, with the input video kept in an `original` column."""
-    data = build_action_dataset(num_train=args.train, num_test=args.test, num_frames=args.frames, size=args.size,
-                                num_identities=args.identities, seed=args.seed)  # fmt: skip
+    data = build_action_dataset(
+        num_train=args.train,
+        num_test=args.test,
+        num_frames=args.frames,
+        size=args.size,
+        num_identities=args.identities,
+        seed=args.seed,
+    )
     anonymizer = AvatarAnonymizer(AnonymizerConfig(seed=args.seed, errors="keep"))
     data = data.map(lambda row: {"original": row["video"]}, features=None)
     return data.map(anonymizer, batched=True, batch_size=4, features=anonymizer.features(data["train"].features))
@@ -48,27 +54,35 @@ def anonymized_dataset(args):
 
 def broken_masks(rows):
     """Control: a broken anonymizer that publishes the real person (marked public) and hides the rest."""
-    return [{**row, **encode_anonymized_clip(load_video_frames(row["original"]), ~decode_mask(row["person_mask"]))}
-            for row in rows]  # stored as the anonymizer stores clips (format 2)
+    return [
+        {**row, **encode_anonymized_clip(load_video_frames(row["original"]), ~decode_mask(row["person_mask"]))}
+        for row in rows
+    ]  # stored as the anonymizer stores clips (format 2)
 
 
 def probe_table(data, args) -> list[str]:
     full = VideoClipCollator(num_frames=args.probe_frames, image_size=args.image_size)
     original = VideoClipCollator(num_frames=args.probe_frames, image_size=args.image_size, video_column="original")
-    views = {"original": lambda rows: clip_pixels(rows, original),
-             "anonymized": lambda rows: clip_pixels(rows, full),
-             "public view": lambda rows: clip_pixels(rows, full, public_view=True),
-             "broken masks (control)": lambda rows: clip_pixels(broken_masks(rows), full, public_view=True)}  # fmt: skip
+    views = {
+        "original": lambda rows: clip_pixels(rows, original),
+        "anonymized": lambda rows: clip_pixels(rows, full),
+        "public view": lambda rows: clip_pixels(rows, full, public_view=True),
+        "broken masks (control)": lambda rows: clip_pixels(broken_masks(rows), full, public_view=True),
+    }
     train, test = list(data["train"]), list(data["test"])
     train_ids, test_ids = [r["identity"] for r in train], [r["identity"] for r in test]
-    lines = ["| view | probe | correct / clips | accuracy | 95% CI (Clopper-Pearson) | chance | p (> chance) |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| view | probe | correct / clips | accuracy | 95% CI (Clopper-Pearson) | chance | p (> chance) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for view, pixels in views.items():
         train_x, test_x = pixels(train), pixels(test)
         for probe in args.probes:
             r = identity_probe(train_x, train_ids, test_x, test_ids, probe=probe, view=view, seed=args.seed)
-            lines.append(f"| {view} | {probe} | {r.correct} / {r.total} | {r.accuracy:.2f} | "
-                         f"[{r.ci_low:.2f}, {r.ci_high:.2f}] | {r.chance:.2f} | {r.p_value:.2g} |")  # fmt: skip
+            lines.append(
+                f"| {view} | {probe} | {r.correct} / {r.total} | {r.accuracy:.2f} | "
+                f"[{r.ci_low:.2f}, {r.ci_high:.2f}] | {r.chance:.2f} | {r.p_value:.2g} |"
+            )
             print(lines[-1], file=sys.stderr, flush=True)
     return lines
 
@@ -150,10 +164,18 @@ def main(argv=None):
 
     start = time.perf_counter()
     data = anonymized_dataset(args)
-    print(f"built and anonymized {sum(map(len, data.values()))} clips in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    print(
+        f"built and anonymized {sum(map(len, data.values()))} clips in {time.perf_counter() - start:.0f} s",
+        file=sys.stderr,
+    )
     command = "    .venv/bin/python scripts/attack_anonymization.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    tables = [command, "", f"Identity probes ({args.identities} identities; chance = accuracy of guesses independent "
-              "of the identity with the probe's own guess frequencies):", ""]  # fmt: skip
+    tables = [
+        command,
+        "",
+        f"Identity probes ({args.identities} identities; chance = accuracy of guesses independent "
+        "of the identity with the probe's own guess frequencies):",
+        "",
+    ]
     tables += probe_table(data, args)
     tables += ["", "Residue of the real person in the published clips:", ""] + residue_table(data)
     tables += [""] + face_table(args.seed)

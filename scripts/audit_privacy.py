@@ -45,12 +45,21 @@ def main() -> int:
         result = epsilon_lower_bound(*gaussian_mechanism_scores(sigma, args.runs * 4), args.delta, args.confidence)
         ok = result.epsilon_lower_bound <= true_eps
         failures += not ok
-        print(f"{'gaussian (exact eps)':<31}{sigma:>6}{1:>6}{1:>6}{args.runs * 4:>6}{true_eps:>9.3f}{true_eps:>9.3f}"
-              f"{result.epsilon_lower_bound:>10.3f}  {'ok' if ok else 'INVALID BOUND'}")
+        print(
+            f"{'gaussian (exact eps)':<31}{sigma:>6}{1:>6}{1:>6}{args.runs * 4:>6}{true_eps:>9.3f}{true_eps:>9.3f}"
+            f"{result.epsilon_lower_bound:>10.3f}  {'ok' if ok else 'INVALID BOUND'}"
+        )
     for variant, sigma, records, steps in TRAINING_ROWS:
         start = time.perf_counter()
-        audit = audit_training(sigma, private_records=records, steps=steps, runs=args.runs, variant=variant,
-                               delta=args.delta, confidence=args.confidence)
+        audit = audit_training(
+            sigma,
+            private_records=records,
+            steps=steps,
+            runs=args.runs,
+            variant=variant,
+            delta=args.delta,
+            confidence=args.confidence,
+        )
         lower = audit.result.epsilon_lower_bound
         if variant == "correct":
             ok = lower <= audit.epsilon_pld
@@ -59,9 +68,11 @@ def main() -> int:
             ok = lower > audit.epsilon_rdp
             verdict = "caught" if ok else "not caught (more runs?)"
         failures += not ok
-        print(f"{'trainer: ' + variant:<31}{sigma:>6}{audit.sample_rate:>6.2g}{steps:>6}{args.runs:>6}"
-              f"{audit.epsilon_rdp:>9.3f}{audit.epsilon_pld:>9.3f}{lower:>10.3f}  {verdict}"
-              f"  ({time.perf_counter() - start:.0f} s)")
+        print(
+            f"{'trainer: ' + variant:<31}{sigma:>6}{audit.sample_rate:>6.2g}{steps:>6}{args.runs:>6}"
+            f"{audit.epsilon_rdp:>9.3f}{audit.epsilon_pld:>9.3f}{lower:>10.3f}  {verdict}"
+            f"  ({time.perf_counter() - start:.0f} s)"
+        )
     return 1 if failures else 0
 
 

@@ -1,6 +1,6 @@
 """ε of one DP-SGD / MaskDP run under each accountant, and the time one `compute_epsilon` call takes.
 
-    .venv/bin/python scripts/bench_accounting.py [--sample-rate 0.01 --noise-multiplier 1.1 --steps 10000 --delta 1e-5]
+.venv/bin/python scripts/bench_accounting.py [--sample-rate 0.01 --noise-multiplier 1.1 --steps 10000 --delta 1e-5]
 """
 
 from __future__ import annotations

@@ -60,7 +60,9 @@ def astronaut_clip(num_frames: int, width: int, height: int) -> np.ndarray:
         crop_h = int(480 * (0.9 - 0.01 * t))
         crop_w = min(512, int(crop_h * width / height))
         x0, y0 = min(512 - crop_w, 2 * t), 10
-        frames.append(cv2.resize(image[y0 : y0 + crop_h, x0 : x0 + crop_w], (width, height), interpolation=cv2.INTER_AREA))
+        frames.append(
+            cv2.resize(image[y0 : y0 + crop_h, x0 : x0 + crop_w], (width, height), interpolation=cv2.INTER_AREA)
+        )
     return np.stack(frames)
 
 
@@ -72,7 +74,11 @@ def side_by_side_clip(right: np.ndarray, num_frames: int, height: int) -> np.nda
     frames = []
     for t in range(num_frames):
         crop = int(512 * (0.9 - 0.01 * t))
-        frames.append(cv2.resize(pair[10 : 10 + crop, 2 * t : 2 * t + 2 * crop], (2 * height, height), interpolation=cv2.INTER_AREA))
+        frames.append(
+            cv2.resize(
+                pair[10 : 10 + crop, 2 * t : 2 * t + 2 * crop], (2 * height, height), interpolation=cv2.INTER_AREA
+            )
+        )
     return np.stack(frames)
 
 
@@ -114,7 +120,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--picture", default="outputs/anonymize_astronaut.png")
     parser.add_argument("--bodies-picture", default="outputs/anonymize_body_models.png")
-    parser.add_argument("--sd-architecture", action="store_true", help="only time the refiner at Stable Diffusion 1.5's size")
+    parser.add_argument(
+        "--sd-architecture", action="store_true", help="only time the refiner at Stable Diffusion 1.5's size"
+    )
     parser.add_argument("--device", default=None, help="for --sd-architecture (default: cuda if available)")
     args = parser.parse_args()
     if args.sd_architecture:
@@ -122,14 +130,23 @@ def main() -> None:
 
     anonymizer = AvatarAnonymizer(seed=0)
     anonymizer.anonymize_clip(astronaut_clip(2, 64, 64))  # load the models outside the timings
-    print(f"threads: {os.cpu_count()} CPUs; {args.frames} frames x {args.repeats} runs; frames per second (higher is better)")
-    print(f"{'size':>9} | " + " | ".join(f"{s:>9}" for s in STAGES) + f" | {'end2end':>8} | vs goal {GOAL_FPS:g} | CPU ms/frame")
+    print(
+        f"threads: {os.cpu_count()} CPUs; {args.frames} frames x {args.repeats} runs; frames per second (higher is better)"
+    )
+    print(
+        f"{'size':>9} | "
+        + " | ".join(f"{s:>9}" for s in STAGES)
+        + f" | {'end2end':>8} | vs goal {GOAL_FPS:g} | CPU ms/frame"
+    )
     for width, height in ((224, 224), (320, 240)):
         clip = astronaut_clip(args.frames, width, height)
         per_stage, end_to_end, cpu_ms, result = bench(anonymizer, mp4_bytes(clip), args.frames, args.repeats)
         assert result.status == "ok", result.status
-        print(f"{width:>4}x{height:<4} | " + " | ".join(f"{per_stage[s]:>9.1f}" for s in STAGES)
-              + f" | {end_to_end:>8.1f} | {end_to_end / GOAL_FPS:>9.2f}x | {cpu_ms:.0f}")  # fmt: skip
+        print(
+            f"{width:>4}x{height:<4} | "
+            + " | ".join(f"{per_stage[s]:>9.1f}" for s in STAGES)
+            + f" | {end_to_end:>8.1f} | {end_to_end / GOAL_FPS:>9.2f}x | {cpu_ms:.0f}"
+        )
         if (width, height) == (224, 224):
             t = args.frames // 2
             mask = np.repeat(result.sensitive_mask[t, ..., None], 3, axis=-1).astype(np.uint8) * 255
@@ -137,14 +154,18 @@ def main() -> None:
             os.makedirs(os.path.dirname(args.picture) or ".", exist_ok=True)
             cv2.imwrite(args.picture, picture[..., ::-1])
             public = (~result.sensitive_mask).mean()
-    print(f"224x224: {public:.1%} of pixels public (avatar); picture (input | anonymized | mask) saved to {args.picture}")
+    print(
+        f"224x224: {public:.1%} of pixels public (avatar); picture (input | anonymized | mask) saved to {args.picture}"
+    )
 
     import skimage.data
 
     nobody = cv2.resize(skimage.data.coffee(), (512, 512), interpolation=cv2.INTER_AREA)
-    cases = [("1 person, max_people=1", AvatarAnonymizer(seed=0, max_people=1), nobody, 1),
-             ("1 person (default search)", anonymizer, nobody, 1),
-             ("2 people", anonymizer, skimage.data.astronaut(), 2)]  # fmt: skip
+    cases = [
+        ("1 person, max_people=1", AvatarAnonymizer(seed=0, max_people=1), nobody, 1),
+        ("1 person (default search)", anonymizer, nobody, 1),
+        ("2 people", anonymizer, skimage.data.astronaut(), 2),
+    ]
     print(f"\n448x224, frames per second | {'pose':>7} | {'fit':>7} | {'render':>7} | {'end2end':>7} | vs first row")
     baseline = None
     for name, case_anonymizer, right, people in cases:
@@ -153,8 +174,10 @@ def main() -> None:
         per_stage, end_to_end, _, result = bench(case_anonymizer, mp4_bytes(clip), args.frames, args.repeats)
         assert result.status == "ok" and result.num_people == people, (name, result.status, result.num_people)
         baseline = baseline or end_to_end
-        print(f"{name:>26} | {per_stage['pose']:>7.1f} | {per_stage['fit']:>7.1f} | {per_stage['render']:>7.1f} | "
-              f"{end_to_end:>7.1f} | {end_to_end / baseline:.2f}x")  # fmt: skip
+        print(
+            f"{name:>26} | {per_stage['pose']:>7.1f} | {per_stage['fit']:>7.1f} | {per_stage['render']:>7.1f} | "
+            f"{end_to_end:>7.1f} | {end_to_end / baseline:.2f}x"
+        )
 
     bench_options(args)
 
@@ -167,12 +190,16 @@ def option_cases(workdir: str) -> list[tuple[str, str, dict]]:
     smplh = str(write_synthetic_smplh(os.path.join(workdir, "SMPLH_NEUTRAL.npz")))
     save_tiny_pipeline(os.path.join(workdir, "tiny_sd"))
     refiner = dict(refiner=os.path.join(workdir, "tiny_sd"), refiner_options=TINY)
-    cases = [("mannequin (default)", "mannequin", {}),
-             ("smplh (synthetic file)", "smplh: SYNTHETIC file", dict(body_model="smplh", smplh_model_path=smplh))]  # fmt: skip
+    cases = [
+        ("mannequin (default)", "mannequin", {}),
+        ("smplh (synthetic file)", "smplh: SYNTHETIC file", dict(body_model="smplh", smplh_model_path=smplh)),
+    ]
     if importlib.util.find_spec("anny") is not None:
         cases.append(("anny", "anny", dict(body_model="anny")))
-    cases += [("+ tiny refiner, context=render", "", refiner),
-              ("+ tiny refiner, context=real", "", dict(refiner, refiner_options=dict(TINY, context="real")))]  # fmt: skip
+    cases += [
+        ("+ tiny refiner, context=render", "", refiner),
+        ("+ tiny refiner, context=real", "", dict(refiner, refiner_options=dict(TINY, context="real"))),
+    ]
     return cases
 
 
@@ -196,7 +223,9 @@ def bench_options(args) -> None:
     video = mp4_bytes(clip)
     t = args.frames // 2
     panels = [caption(clip[t], "input (real photo)")]
-    print(f"\n224x224 (torch threads: 1) | {'fit':>7} | {'render':>7} | {'refine':>7} | {'end2end':>7} | vs mannequin | public | status")
+    print(
+        f"\n224x224 (torch threads: 1) | {'fit':>7} | {'render':>7} | {'refine':>7} | {'end2end':>7} | vs mannequin | public | status"
+    )
     baseline = None
     with tempfile.TemporaryDirectory() as workdir, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # context="real" warns that it leaves no public pixels: that is measured here
@@ -206,9 +235,11 @@ def bench_options(args) -> None:
             per_stage, end_to_end, _, result = bench(anonymizer, video, args.frames, args.repeats)
             refine = per_stage.get("refine")
             baseline = baseline or end_to_end
-            print(f"{name:>31} | {per_stage['fit']:>7.1f} | {per_stage['render']:>7.1f} | "
-                  f"{'-' if refine is None else f'{refine:.1f}':>7} | {end_to_end:>7.1f} | {end_to_end / baseline:>11.2f}x | "
-                  f"{(~result.sensitive_mask).mean():>6.1%} | {result.status}")  # fmt: skip
+            print(
+                f"{name:>31} | {per_stage['fit']:>7.1f} | {per_stage['render']:>7.1f} | "
+                f"{'-' if refine is None else f'{refine:.1f}':>7} | {end_to_end:>7.1f} | {end_to_end / baseline:>11.2f}x | "
+                f"{(~result.sensitive_mask).mean():>6.1%} | {result.status}"
+            )
             if label:
                 panels.append(caption(result.frames[t], f"{label} ({result.status.split(':')[0]})"))
     cv2.imwrite(args.bodies_picture, np.concatenate(panels, axis=1)[..., ::-1])
@@ -218,19 +249,55 @@ def bench_options(args) -> None:
 def save_sd15_architecture(path: str, controlnet_path: str) -> None:
     """A random-weight pipeline with Stable Diffusion 1.5's configs (and a ControlNet's) for timing."""
     import torch
-    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        DDIMScheduler,
+        StableDiffusionImg2ImgPipeline,
+        UNet2DConditionModel,
+    )
     from test_refine import tiny_tokenizer  # the weights are random anyway: any tokenizer of <= 77 tokens will do
     from transformers import CLIPTextConfig, CLIPTextModel
 
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)  # the other defaults are SD 1.5's
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)  # fmt: skip
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-                                        projection_dim=768, bos_token_id=0, eos_token_id=1, pad_token_id=1))  # fmt: skip
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)  # fmt: skip
-    pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=tiny_tokenizer(), unet=unet, scheduler=scheduler,
-                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            projection_dim=768,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionImg2ImgPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tiny_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.to(torch.float16).save_pretrained(path)
     ControlNetModel(cross_attention_dim=768).to(torch.float16).save_pretrained(controlnet_path)
 
@@ -251,9 +318,12 @@ def bench_sd_architecture(device: str | None) -> None:
     index = np.full((height, width), -1, np.int16)
     for i, person in enumerate(people):
         index[person] = i
-    render = RenderOutput(rgb=np.where(index[..., None] >= 0, 150, 0).repeat(3, axis=-1).astype(np.uint8),
-                          depth=np.where(index >= 0, 3.0, np.inf).astype(np.float32),
-                          coverage=(index >= 0).astype(np.float32), person_index=index)  # fmt: skip
+    render = RenderOutput(
+        rgb=np.where(index[..., None] >= 0, 150, 0).repeat(3, axis=-1).astype(np.uint8),
+        depth=np.where(index >= 0, 3.0, np.inf).astype(np.float32),
+        coverage=(index >= 0).astype(np.float32),
+        person_index=index,
+    )
     looks = [Appearance.sample(np.random.default_rng(i)) for i in range(2)]
     dtype = "float16" if device == "cuda" else "float32"
     print(f"Refiner.refine, SD 1.5 architecture with random weights, {name}, {dtype}: ms per frame (224x224 render)")
@@ -264,8 +334,13 @@ def bench_sd_architecture(device: str | None) -> None:
         print(f"(built and saved in {time.perf_counter() - start:.0f} s)")
         for label, controlnet in (("img2img", None), ("+ ControlNet (depth)", os.path.join(workdir, "controlnet"))):
             for steps, strength in ((20, 0.35), (30, 0.5)):
-                refiner = Refiner.from_pretrained(os.path.join(workdir, "sd"), controlnet_id=controlnet, device=device,
-                                                  num_inference_steps=steps, strength=strength)  # fmt: skip
+                refiner = Refiner.from_pretrained(
+                    os.path.join(workdir, "sd"),
+                    controlnet_id=controlnet,
+                    device=device,
+                    num_inference_steps=steps,
+                    strength=strength,
+                )
                 times = []
                 for count in (1, 2):
                     people_index = np.where(index < count, index, -1).astype(np.int16)

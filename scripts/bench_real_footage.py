@@ -16,20 +16,26 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from hf_maskdp.anonymize.pipeline import AvatarAnonymizer
 from hf_maskdp.anonymize.residual import ResidualPersonCheck
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
-PEOPLE = {"close_up_face.mp4": 1, "no_person.mp4": 0, "one_person.mp4": 1, "partly_out_of_frame.mp4": 1, "three_people.mp4": 3}
+PEOPLE = {
+    "close_up_face.mp4": 1,
+    "no_person.mp4": 0,
+    "one_person.mp4": 1,
+    "partly_out_of_frame.mp4": 1,
+    "three_people.mp4": 3,
+}
 GOAL_FPS = 10.0
 
 
 def residual_detections(check: ResidualPersonCheck, result) -> int:
     """Frames of a published clip with a face, a hand or a pose-confirmed person segment off the avatars."""
-    return sum(bool(check.uncovered(evidence, check.grow(result.avatar_mask[t]), result.frames[t]))
-               for t, evidence in enumerate(check.evidence(result.frames)))  # fmt: skip
+    return sum(
+        bool(check.uncovered(evidence, check.grow(result.avatar_mask[t]), result.frames[t]))
+        for t, evidence in enumerate(check.evidence(result.frames))
+    )
 
 
 def fps(anonymizer: AvatarAnonymizer, repeats: int) -> float:
@@ -62,8 +68,10 @@ def main() -> None:
     plain = AvatarAnonymizer(search_crops=False, residual_check=False)
     plain({"video": str(DATA / "no_person.mp4")})
     with_checks, without = fps(anonymizer, args.repeats), fps(plain, args.repeats)
-    print(f"end to end at 320x240: {with_checks:.1f} fps with recall search + residual check, {without:.1f} fps without "
-          f"({with_checks / without:.2f}x); goal {GOAL_FPS:.0f} fps {'met' if with_checks >= GOAL_FPS else 'NOT met'}")
+    print(
+        f"end to end at 320x240: {with_checks:.1f} fps with recall search + residual check, {without:.1f} fps without "
+        f"({with_checks / without:.2f}x); goal {GOAL_FPS:.0f} fps {'met' if with_checks >= GOAL_FPS else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,18 @@ def make_clips(root: Path, clips: int, frames: int, size: int) -> None:
 def run(clips: Path, output: Path, tasks: int, workers: int) -> tuple[float, float]:
     """Seconds of one sharded run, as `hf-maskdp anonymize` reports them, and the CPU seconds its tasks used."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    command = [sys.executable, "-m", "hf_maskdp.cli", "anonymize", str(clips), str(output),
-               "--tasks", str(tasks), "--workers", str(workers)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "hf_maskdp.cli",
+        "anonymize",
+        str(clips),
+        str(output),
+        "--tasks",
+        str(tasks),
+        "--workers",
+        str(workers),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode:
         sys.exit(result.stderr[-2000:])
@@ -64,25 +74,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         make_clips(folder / "clips", args.clips, args.frames, args.size)
-        print(f"{args.clips} clips x {args.frames} frames at {args.size}x{args.size}, {args.tasks} tasks, "
-              f"{os.cpu_count()} CPUs")  # fmt: skip
+        print(
+            f"{args.clips} clips x {args.frames} frames at {args.size}x{args.size}, {args.tasks} tasks, "
+            f"{os.cpu_count()} CPUs"
+        )
         fps, cpu_per_frame = {}, {}
         for workers in (1, 2):
             load = os.getloadavg()[0]
             seconds, cpu = run(folder / "clips", folder / f"out-{workers}", args.tasks, workers)
             fps[workers], cpu_per_frame[workers] = frames / seconds, cpu / frames
-            print(f"  {workers} worker(s): {seconds:.1f} s, {fps[workers]:.2f} frames/s; tasks used {cpu:.0f} CPU s "
-                  f"({cpu_per_frame[workers]:.3f} per frame, {cpu / seconds:.2f} cores on average; "
-                  f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after)")  # fmt: skip
+            print(
+                f"  {workers} worker(s): {seconds:.1f} s, {fps[workers]:.2f} frames/s; tasks used {cpu:.0f} CPU s "
+                f"({cpu_per_frame[workers]:.3f} per frame, {cpu / seconds:.2f} cores on average; "
+                f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after)"
+            )
     print()
     print("| workers | frames/s (wall) | speed-up | task CPU s per frame |")
     print("|---|---|---|---|")
     for workers, value in fps.items():
         print(f"| {workers} | {value:.2f} | {value / fps[1]:.2f}x | {cpu_per_frame[workers]:.3f} |")
     core_fps = 1 / cpu_per_frame[2]  # one dedicated core, from the tasks' CPU time
-    print(f"\nUCF-101 (~{UCF101_FRAMES / 1e6:.1f} M frames) on 100 cores: {UCF101_FRAMES / (100 * core_fps) / 3600:.1f} hours "
-          f"at {core_fps:.1f} frames/s per dedicated core (task CPU time); "
-          f"{UCF101_FRAMES / (100 * fps[2] / 2) / 3600:.1f} hours at this machine's wall rate per core")  # fmt: skip
+    print(
+        f"\nUCF-101 (~{UCF101_FRAMES / 1e6:.1f} M frames) on 100 cores: {UCF101_FRAMES / (100 * core_fps) / 3600:.1f} hours "
+        f"at {core_fps:.1f} frames/s per dedicated core (task CPU time); "
+        f"{UCF101_FRAMES / (100 * fps[2] / 2) / 3600:.1f} hours at this machine's wall rate per core"
+    )
 
 
 if __name__ == "__main__":

@@ -42,9 +42,12 @@ def real_clips() -> list[tuple[str, np.ndarray]]:
     import skimage.data
     from bench_anonymize import astronaut_clip, side_by_side_clip
 
-    return [("astronaut 224x224", astronaut_clip(16, 224, 224)), ("astronaut 320x240", astronaut_clip(32, 320, 240)),
-            ("astronaut 640x480", astronaut_clip(32, 640, 480)),
-            ("two astronauts 448x224", side_by_side_clip(skimage.data.astronaut(), 16, 224))]  # fmt: skip
+    return [
+        ("astronaut 224x224", astronaut_clip(16, 224, 224)),
+        ("astronaut 320x240", astronaut_clip(32, 320, 240)),
+        ("astronaut 640x480", astronaut_clip(32, 640, 480)),
+        ("two astronauts 448x224", side_by_side_clip(skimage.data.astronaut(), 16, 224)),
+    ]
 
 
 def embedded_clips(count: int) -> list[tuple[str, np.ndarray]]:
@@ -80,8 +83,11 @@ def timed(fn, *args, repeat=3, **kwargs):
 
 
 def format1_row(frames, sensitive, avatar, fps):
-    return {"video": {"path": None, "bytes": encode_video(frames, fps=fps)}, "sensitive_mask": encode_mask(sensitive),
-            "avatar_mask": encode_mask(avatar)}  # fmt: skip
+    return {
+        "video": {"path": None, "bytes": encode_video(frames, fps=fps)},
+        "sensitive_mask": encode_mask(sensitive),
+        "avatar_mask": encode_mask(avatar),
+    }
 
 
 def format2_row(frames, sensitive, avatar, fps, **quality):
@@ -139,22 +145,33 @@ def bench_group(title, clips) -> None:
     f2 = {**storage_features(), "avatar_mask": mask_feature()}
     b1, b2 = saved_bytes(rows1, f1) / n, saved_bytes(rows2, f2) / n
     ref = ref_bytes / n
-    parts = {k: sum(len(r[k]["bytes"] if k in ("video", "avatar_layer") else r[k]["packed"]) for r in rows2) / n
-             for k in ("video", "avatar_layer", "sensitive_mask", "avatar_mask")}  # fmt: skip
+    parts = {
+        k: sum(len(r[k]["bytes"] if k in ("video", "avatar_layer") else r[k]["packed"]) for r in rows2) / n
+        for k in ("video", "avatar_layer", "sensitive_mask", "avatar_mask")
+    }
     public = np.mean([(~c[2]).mean() for c in clips])
     shapes = sorted({f"{c[1].shape[0]}x{c[1].shape[2]}x{c[1].shape[1]}" for c in clips})
     print(f"\n## {title}: {n} clips ({', '.join(shapes)} frames x W x H), {public:.1%} of pixels public")
     print(f"{'':34} | {'KB/clip':>8} | {'x lossy crf 18':>14} | {'encode ms':>9} | {'read ms':>8}")
     print(f"{'reference: frames lossy crf 18':34} | {ref / 1e3:8.1f} | {1:14.2f} | {'':>9} | {'':>8}")
-    print(f"{'format 1 (lossless), saved':34} | {b1 / 1e3:8.1f} | {b1 / ref:14.2f} | {1e3 * enc1 / n:9.1f} | {1e3 * dec1 / n:8.1f}")
-    print(f"{'format 2 (composite+layer), saved':34} | {b2 / 1e3:8.1f} | {b2 / ref:14.2f} | {1e3 * enc2 / n:9.1f} | {1e3 * dec2 / n:8.1f}")
+    print(
+        f"{'format 1 (lossless), saved':34} | {b1 / 1e3:8.1f} | {b1 / ref:14.2f} | {1e3 * enc1 / n:9.1f} | {1e3 * dec1 / n:8.1f}"
+    )
+    print(
+        f"{'format 2 (composite+layer), saved':34} | {b2 / 1e3:8.1f} | {b2 / ref:14.2f} | {1e3 * enc2 / n:9.1f} | {1e3 * dec2 / n:8.1f}"
+    )
     print(f"{'format 2, public view (layer only)':34} | {'':>8} | {'':>14} | {'':>9} | {1e3 * pub2 / n:8.1f}")
     core = parts["video"] + parts["avatar_layer"] + parts["sensitive_mask"]
-    print(f"format 2 vs format 1: {b1 / b2:.1f}x smaller, encode {enc2 / enc1:.2f}x, read {dec2 / dec1:.2f}x the time; "
-          f"format 2 parts per clip (KB): " + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in parts.items())
-          + f"; video + layer + sensitive_mask alone: {core / ref:.2f}x")  # fmt: skip
+    print(
+        f"format 2 vs format 1: {b1 / b2:.1f}x smaller, encode {enc2 / enc1:.2f}x, read {dec2 / dec1:.2f}x the time; "
+        f"format 2 parts per clip (KB): "
+        + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in parts.items())
+        + f"; video + layer + sensitive_mask alone: {core / ref:.2f}x"
+    )
     collator_difference(rows1, rows2)
-    print(f"{'error vs anonymized frames':34} | {'public MAE':>10} | {'PSNR':>5} | {'edge MAE':>8} | {'PSNR':>5} | {'sensitive MAE':>13} | {'PSNR':>5}")
+    print(
+        f"{'error vs anonymized frames':34} | {'public MAE':>10} | {'PSNR':>5} | {'edge MAE':>8} | {'PSNR':>5} | {'sensitive MAE':>13} | {'PSNR':>5}"
+    )
     for label, errs in (("format 2 read back", err2), ("reference lossy crf 18", err_ref)):
         cells = []
         for key in ("public", "edge", "sensitive"):
@@ -172,10 +189,17 @@ def collator_difference(rows1, rows2) -> None:
     full, public = [], []
     for a, b in zip(rows1, rows2):
         full.append((collator([a])["pixel_values"] - collator([b])["pixel_values"]).abs().mean().item())
-        public.append((collator.public_batch([a])["pixel_values"] - collator.public_batch([b])["pixel_values"]).abs().mean().item())
+        public.append(
+            (collator.public_batch([a])["pixel_values"] - collator.public_batch([b])["pixel_values"])
+            .abs()
+            .mean()
+            .item()
+        )
     scale = 255 / 2  # VideoMAE normalization: 0-255 -> -1..1
-    print(f"model input (collator pixel_values), format 2 vs format 1: mean |difference| {scale * np.mean(full):.2f} "
-          f"(full clip), {scale * np.mean(public):.2f} (public view), in 0-255 units")
+    print(
+        f"model input (collator pixel_values), format 2 vs format 1: mean |difference| {scale * np.mean(full):.2f} "
+        f"(full clip), {scale * np.mean(public):.2f} (public view), in 0-255 units"
+    )
 
 
 @contextmanager
@@ -193,22 +217,29 @@ def layer_design(edge_fill_radius=None, x264_params=None):
 
 def sweep(title, clips) -> None:
     print(f"\n## Quality knobs and layer design, {title} (stored bytes = videos + both masks, not the dataset files)")
-    print(f"{'setting':48} | {'x lossy crf 18':>14} | {'encode ms':>9} | {'public PSNR':>11} | {'edge PSNR':>9} | {'sens. PSNR':>10}")
+    print(
+        f"{'setting':48} | {'x lossy crf 18':>14} | {'encode ms':>9} | {'public PSNR':>11} | {'edge PSNR':>9} | {'sens. PSNR':>10}"
+    )
     ref, ref_errs = 0, []
     for _, frames, sensitive, _, fps in clips:
         data, plain = reference(frames, fps)
         ref += len(data)
         ref_errs.append(errors(plain, frames, sensitive))
     psnr = {k: np.mean([e[k][1] for e in ref_errs if np.isfinite(e[k][1])]) for k in ("public", "edge", "sensitive")}
-    print(f"{'reference: frames lossy crf 18, veryfast':48} | {1:14.2f} | {'':>9} | {psnr['public']:11.1f} | "
-          f"{psnr['edge']:9.1f} | {psnr['sensitive']:10.1f}")  # fmt: skip
-    cases = [("crf 18, layer crf 23, veryfast (default)", {}, {}),
-             ("crf 18, layer crf 18", {"layer_crf": 18}, {}), ("crf 18, layer crf 26", {"layer_crf": 26}, {}),
-             ("crf 18, layer crf 23, medium", {"preset": "medium"}, {}),
-             ("crf 23, layer crf 23", {"crf": 23}, {}),
-             ("layer: grey fill, no edge fill", {}, {"edge_fill_radius": 0}),
-             ("layer: edge fill radius 4", {}, {"edge_fill_radius": 4}),
-             ("layer: with mbtree (not a function of its input)", {}, {"x264_params": "mbtree=1"})]  # fmt: skip
+    print(
+        f"{'reference: frames lossy crf 18, veryfast':48} | {1:14.2f} | {'':>9} | {psnr['public']:11.1f} | "
+        f"{psnr['edge']:9.1f} | {psnr['sensitive']:10.1f}"
+    )
+    cases = [
+        ("crf 18, layer crf 23, veryfast (default)", {}, {}),
+        ("crf 18, layer crf 18", {"layer_crf": 18}, {}),
+        ("crf 18, layer crf 26", {"layer_crf": 26}, {}),
+        ("crf 18, layer crf 23, medium", {"preset": "medium"}, {}),
+        ("crf 23, layer crf 23", {"crf": 23}, {}),
+        ("layer: grey fill, no edge fill", {}, {"edge_fill_radius": 0}),
+        ("layer: edge fill radius 4", {}, {"edge_fill_radius": 4}),
+        ("layer: with mbtree (not a function of its input)", {}, {"x264_params": "mbtree=1"}),
+    ]
     for label, quality, design in cases:
         total, seconds, errs = 0, 0.0, []
         with layer_design(**design):
@@ -219,8 +250,10 @@ def sweep(title, clips) -> None:
                 seconds += t
                 errs.append(errors(read_anonymized_clip(row)[0], frames, sensitive))
         psnr = {k: np.mean([e[k][1] for e in errs if np.isfinite(e[k][1])]) for k in ("public", "edge", "sensitive")}
-        print(f"{label:48} | {total / ref:14.2f} | {1e3 * seconds / len(clips):9.1f} | {psnr['public']:11.1f} | "
-              f"{psnr['edge']:9.1f} | {psnr['sensitive']:10.1f}")  # fmt: skip
+        print(
+            f"{label:48} | {total / ref:14.2f} | {1e3 * seconds / len(clips):9.1f} | {psnr['public']:11.1f} | "
+            f"{psnr['edge']:9.1f} | {psnr['sensitive']:10.1f}"
+        )
 
 
 def picture(clip, path: str) -> None:
@@ -243,8 +276,12 @@ def picture(clip, path: str) -> None:
     default = read_anonymized_clip(encode_anonymized_clip(frames, sensitive, fps=fps))[0][t]
     diff = np.where(public[..., None], np.clip(4 * np.abs(default.astype(int) - frames[t]), 0, 255), 0).astype(np.uint8)
     panels = []
-    for image, text in ((frames[t], "anonymized (exact)"), (grey, "read back, grey fill"),
-                        (default, "read back, edge fill"), (diff, "|error| x4, public px")):  # fmt: skip
+    for image, text in (
+        (frames[t], "anonymized (exact)"),
+        (grey, "read back, grey fill"),
+        (default, "read back, edge fill"),
+        (diff, "|error| x4, public px"),
+    ):
         big = cv2.resize(image[crop], (4 * size, 4 * size), interpolation=cv2.INTER_NEAREST)
         strip = np.full((24, big.shape[1], 3), 255, np.uint8)
         cv2.putText(strip, text, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)

@@ -36,14 +36,32 @@ import warnings
 from pathlib import Path
 
 # mode -> (privacy_mode, public_view, private clips as a multiple of the batch)
-MODES = {"none": ("none", None, 1), "dpsgd": ("dpsgd", None, 1), "maskdp": ("maskdp", "fill", 1),
-         "maskdp-drop": ("maskdp", "drop", 1), "opacus": ("opacus", None, 1), "none-2x": ("none", None, 2)}
+MODES = {
+    "none": ("none", None, 1),
+    "dpsgd": ("dpsgd", None, 1),
+    "maskdp": ("maskdp", "fill", 1),
+    "maskdp-drop": ("maskdp", "drop", 1),
+    "opacus": ("opacus", None, 1),
+    "none-2x": ("none", None, 2),
+}
 SAME_CLIPS = {"maskdp": "none-2x", "maskdp-drop": "none-2x"}  # the non-private step on the clips a mode reads
 SHAPES = {  # VideoMAE configuration and batch
-    "tiny": {"image_size": 112, "hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 3,
-             "intermediate_size": 768, "batch": 4},
-    "base": {"image_size": 224, "hidden_size": 768, "num_hidden_layers": 4, "num_attention_heads": 12,
-             "intermediate_size": 3072, "batch": 2},
+    "tiny": {
+        "image_size": 112,
+        "hidden_size": 192,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 3,
+        "intermediate_size": 768,
+        "batch": 4,
+    },
+    "base": {
+        "image_size": 224,
+        "hidden_size": 768,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "batch": 2,
+    },
 }
 FRAMES = 16
 SHAPE = dict(SHAPES["tiny"])  # set by main()
@@ -122,9 +140,15 @@ def make_step(mode: str, device: str = "cpu"):
         model = _model().to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         loader = torch.utils.data.DataLoader(list(range(clips)), batch_size=clips)
-        model, optimizer, _ = PrivacyEngine().make_private(module=model, optimizer=optimizer, data_loader=loader,
-                                                           noise_multiplier=1.0, max_grad_norm=1.0,
-                                                           poisson_sampling=False, grad_sample_mode="hooks")
+        model, optimizer, _ = PrivacyEngine().make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            poisson_sampling=False,
+            grad_sample_mode="hooks",
+        )
 
         def step():
             batch = collator(rows[:clips])
@@ -137,11 +161,20 @@ def make_step(mode: str, device: str = "cpu"):
     from hf_maskdp.training.config import MaskDPConfig
     from hf_maskdp.training.trainer import MaskDPTrainer
 
-    args = MaskDPConfig(output_dir=tempfile.mkdtemp(), privacy_mode=privacy_mode,
-                        noise_multiplier=1.0 if privacy_mode != "none" else None, private_batch_size=clips,
-                        public_batch_size=batch, per_device_train_batch_size=clips, public_view=view or "fill",
-                        report_to="none", use_cpu=device == "cpu", dp_seed=0, learning_rate=1e-4,
-                        trust_masks=True)  # synthetic masks made here, not by the anonymizer
+    args = MaskDPConfig(
+        output_dir=tempfile.mkdtemp(),
+        privacy_mode=privacy_mode,
+        noise_multiplier=1.0 if privacy_mode != "none" else None,
+        private_batch_size=clips,
+        public_batch_size=batch,
+        per_device_train_batch_size=clips,
+        public_view=view or "fill",
+        report_to="none",
+        use_cpu=device == "cpu",
+        dp_seed=0,
+        learning_rate=1e-4,
+        trust_masks=True,
+    )  # synthetic masks made here, not by the anonymizer
     trainer = MaskDPTrainer(model=_model(), args=args, train_dataset=rows, data_collator=collator)
     trainer.get_train_dataloader()
     trainer.create_optimizer()
@@ -187,20 +220,38 @@ def bench_loader(args) -> None:
     per_step = {0: [], 2: []}
     for _ in range(args.repeats):  # alternate, so a busy machine slows both alike
         for workers in per_step:
-            config = MaskDPConfig(output_dir=tempfile.mkdtemp(), privacy_mode="maskdp", noise_multiplier=1.0,
-                                  private_batch_size=batch, public_batch_size=batch, per_device_train_batch_size=batch,
-                                  max_steps=args.steps, dataloader_num_workers=workers, report_to="none",
-                                  use_cpu=args.device == "cpu", dp_seed=0, save_strategy="no", disable_tqdm=True,
-                                  logging_strategy="no", trust_masks=True)  # synthetic masks made here
-            trainer = MaskDPTrainer(model=_model(), args=config, train_dataset=rows,
-                                    data_collator=VideoClipCollator(num_frames=FRAMES, image_size=SHAPE["image_size"]))
+            config = MaskDPConfig(
+                output_dir=tempfile.mkdtemp(),
+                privacy_mode="maskdp",
+                noise_multiplier=1.0,
+                private_batch_size=batch,
+                public_batch_size=batch,
+                per_device_train_batch_size=batch,
+                max_steps=args.steps,
+                dataloader_num_workers=workers,
+                report_to="none",
+                use_cpu=args.device == "cpu",
+                dp_seed=0,
+                save_strategy="no",
+                disable_tqdm=True,
+                logging_strategy="no",
+                trust_masks=True,
+            )  # synthetic masks made here
+            trainer = MaskDPTrainer(
+                model=_model(),
+                args=config,
+                train_dataset=rows,
+                data_collator=VideoClipCollator(num_frames=FRAMES, image_size=SHAPE["image_size"]),
+            )
             trainer._plan()  # decodes one row and every mask: setup, not a step
             start = time.perf_counter()
             trainer.train()
             per_step[workers].append((time.perf_counter() - start) / args.steps)
-    print(f"MaskDPTrainer.train, maskdp, {args.shape} model, batch {batch} private (Poisson) + {batch} public; "
-          f"clips 320x240 x {args.clip_frames} frames (H.264, PyAV), {FRAMES} sampled; {args.device}, "
-          f"torch threads {args.threads}; median of {args.repeats} runs of {args.steps} steps")
+    print(
+        f"MaskDPTrainer.train, maskdp, {args.shape} model, batch {batch} private (Poisson) + {batch} public; "
+        f"clips 320x240 x {args.clip_frames} frames (H.264, PyAV), {FRAMES} sampled; {args.device}, "
+        f"torch threads {args.threads}; median of {args.repeats} runs of {args.steps} steps"
+    )
     serial = statistics.median(per_step[0])
     for workers, times in per_step.items():
         median = statistics.median(times)
@@ -235,9 +286,23 @@ def main() -> None:
     modes = args.modes.split(",")
     results = {}
     for mode in modes:  # memory: each mode alone in its own process
-        out = subprocess.run([sys.executable, __file__, "--_mode", mode, "--threads", str(args.threads),
-                              "--device", args.device, "--shape", args.shape],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--_mode",
+                mode,
+                "--threads",
+                str(args.threads),
+                "--device",
+                args.device,
+                "--shape",
+                args.shape,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     # time: the modes take turns step by step, so a busy machine slows them all alike
     steps = {mode: make_step(mode, args.device) for mode in modes}
@@ -258,20 +323,29 @@ def main() -> None:
         results[mode].update({key: statistics.median(values) for key, values in samples[mode].items()})
     base = results["none"] if "none" in results else next(iter(results.values()))
     batch = SHAPE["batch"]
-    print(f"VideoMAE {SHAPE['image_size']}px x {FRAMES} frames, {SHAPE['num_hidden_layers']} layers, hidden "
-          f"{SHAPE['hidden_size']}; batch {batch} (+{batch} public for maskdp); {args.device}, torch threads "
-          f"{args.threads}; median of {args.steps} interleaved steps")
-    print("step s: wall time of the step without collation; cpu s: process CPU time of the whole step; "
-          "x none: vs a non-private step on the private batch; x same: vs a non-private step on the same clips")
-    print(f"{'mode':<12} {'collate s':>9} {'step s':>8} {'x none':>7} {'x same':>7} {'cpu s':>7} {'x none':>7} "
-          f"{'x same':>7} {'peak MB':>8} {'step MB':>8} {'x none':>7} {'x same':>7}")
+    print(
+        f"VideoMAE {SHAPE['image_size']}px x {FRAMES} frames, {SHAPE['num_hidden_layers']} layers, hidden "
+        f"{SHAPE['hidden_size']}; batch {batch} (+{batch} public for maskdp); {args.device}, torch threads "
+        f"{args.threads}; median of {args.steps} interleaved steps"
+    )
+    print(
+        "step s: wall time of the step without collation; cpu s: process CPU time of the whole step; "
+        "x none: vs a non-private step on the private batch; x same: vs a non-private step on the same clips"
+    )
+    print(
+        f"{'mode':<12} {'collate s':>9} {'step s':>8} {'x none':>7} {'x same':>7} {'cpu s':>7} {'x none':>7} "
+        f"{'x same':>7} {'peak MB':>8} {'step MB':>8} {'x none':>7} {'x same':>7}"
+    )
     for mode, r in results.items():
         same = results.get(SAME_CLIPS.get(mode, "none"))
-        ratios = [(r[key] / base[key], r[key] / same[key] if same else float("nan"))
-                  for key in ("wall", "cpu", "peak_mb")]
-        print(f"{mode:<12} {r['collate']:>9.3f} {r['wall']:>8.3f} {ratios[0][0]:>7.2f} {ratios[0][1]:>7.2f} "
-              f"{r['cpu']:>7.3f} {ratios[1][0]:>7.2f} {ratios[1][1]:>7.2f} {r['peak_mb']:>8.0f} {r['extra_mb']:>8.0f} "
-              f"{ratios[2][0]:>7.2f} {ratios[2][1]:>7.2f}")
+        ratios = [
+            (r[key] / base[key], r[key] / same[key] if same else float("nan")) for key in ("wall", "cpu", "peak_mb")
+        ]
+        print(
+            f"{mode:<12} {r['collate']:>9.3f} {r['wall']:>8.3f} {ratios[0][0]:>7.2f} {ratios[0][1]:>7.2f} "
+            f"{r['cpu']:>7.3f} {ratios[1][0]:>7.2f} {ratios[1][1]:>7.2f} {r['peak_mb']:>8.0f} {r['extra_mb']:>8.0f} "
+            f"{ratios[2][0]:>7.2f} {ratios[2][1]:>7.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--settings", nargs="+", default=["maskdp", "dpsgd", "public_only"])
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
-    parser.add_argument("--sizes", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(240, 48, 96),
-                        help="clips per split of the study's data (the variants' num_train takes a subset)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs=3,
+        metavar=("TRAIN", "VAL", "TEST"),
+        default=(240, 48, 96),
+        help="clips per split of the study's data (the variants' num_train takes a subset)",
+    )
     parser.add_argument("--out", default="study_levers.json")
     args = parser.parse_args()
 
@@ -74,14 +80,17 @@ def main() -> None:
     rows = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else []
     done = {(r["variant"], r["setting"], r["seed"]) for r in rows}
     num_train, num_val, num_test = args.sizes
-    base = qs.QuickstartConfig(regimes=(args.regime,), num_train=num_train, num_val=num_val, num_test=num_test,
-                               progress=False)  # fmt: skip
+    base = qs.QuickstartConfig(
+        regimes=(args.regime,), num_train=num_train, num_val=num_val, num_test=num_test, progress=False
+    )
     original = qs._generate(base, args.regime)
     anonymized, _ = qs._anonymize_cached(original, base, args.regime)
     for variant in args.variants:
         config = qs.QuickstartConfig(**{**vars(base), **parse_variant(variant), "progress": False})
-        data = {"original": qs._keyed(original, f"{args.regime}/original"),
-                "anonymized": qs._keyed(anonymized, f"{args.regime}/anonymized")}  # fmt: skip
+        data = {
+            "original": qs._keyed(original, f"{args.regime}/original"),
+            "anonymized": qs._keyed(anonymized, f"{args.regime}/anonymized"),
+        }
         for name in data:  # fewer private records: the first num_train of each training split
             data[name]["train"] = data[name]["train"].select(range(min(config.num_train, len(data[name]["train"]))))
         collator = qs._MemoCollator(config)
@@ -96,15 +105,19 @@ def main() -> None:
                     row = qs._train_and_evaluate(args.regime, run, data, collator, config, Path(scratch))
                 rows.append({"variant": variant, **row})
                 Path(args.out).write_text(json.dumps(rows, indent=2))  # a crash loses at most one run
-                print(f"{variant:28s} {setting:12s} seed {seed}: val {row['val_accuracy_original']:.3f} "
-                      f"test {row['test_accuracy_original']:.3f} public-view test {row['test_accuracy_public_view']:.3f}",
-                      flush=True)
+                print(
+                    f"{variant:28s} {setting:12s} seed {seed}: val {row['val_accuracy_original']:.3f} "
+                    f"test {row['test_accuracy_original']:.3f} public-view test {row['test_accuracy_public_view']:.3f}",
+                    flush=True,
+                )
     print(table(rows))
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| variant | setting | seeds | val acc. (original) | test acc. (original) | test acc. (public view) |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| variant | setting | seeds | val acc. (original) | test acc. (original) | test acc. (public view) |",
+        "|---|---|---|---|---|---|",
+    ]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["variant"], row["setting"]), []).append(row)

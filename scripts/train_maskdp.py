@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a video classifier with MaskDP on an anonymized dataset (same as `hf-maskdp train`).
 
-    python scripts/train_maskdp.py DATASET OUTPUT_DIR --target-epsilon 1 --epochs 5
+python scripts/train_maskdp.py DATASET OUTPUT_DIR --target-epsilon 1 --epochs 5
 """
 
 import argparse

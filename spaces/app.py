@@ -93,17 +93,25 @@ def read_upload(path: str | None, limits: SpaceLimits) -> tuple[np.ndarray, floa
     name = Path(path).name
     size_mb = os.path.getsize(path) / 2**20
     if size_mb > limits.max_upload_mb:
-        raise gr.Error(f"{name} is {size_mb:.0f} MB; this Space takes files up to {limits.max_upload_mb:g} MB. Trim or compress it.")
+        raise gr.Error(
+            f"{name} is {size_mb:.0f} MB; this Space takes files up to {limits.max_upload_mb:g} MB. Trim or compress it."
+        )
     try:
         with av.open(path) as container:
             if not container.streams.video:
-                raise gr.Error(f"{name} has no video stream. Upload a video file (mp4, webm, avi, mov) or use the image box.")
+                raise gr.Error(
+                    f"{name} has no video stream. Upload a video file (mp4, webm, avi, mov) or use the image box."
+                )
             stream = container.streams.video[0]
             width, height, frames = stream.width, stream.height, stream.frames
     except av.FFmpegError as err:
-        raise gr.Error(f"{name} is not a video this Space can read ({err.strerror or err}). Upload an mp4, webm, avi or mov file.")
+        raise gr.Error(
+            f"{name} is not a video this Space can read ({err.strerror or err}). Upload an mp4, webm, avi or mov file."
+        )
     if width * height > limits.max_pixels:
-        raise gr.Error(f"{name} is {width}x{height}; frames up to {limits.max_pixels:,} pixels are accepted. Downscale it to 1080p or less.")
+        raise gr.Error(
+            f"{name} is {width}x{height}; frames up to {limits.max_pixels:,} pixels are accepted. Downscale it to 1080p or less."
+        )
     if frames > limits.max_frames:
         raise gr.Error(f"{name} has {frames} frames; this Space takes at most {limits.max_frames}. Trim the clip.")
     try:
@@ -111,7 +119,9 @@ def read_upload(path: str | None, limits: SpaceLimits) -> tuple[np.ndarray, floa
     except ValueError as err:
         raise gr.Error(f"{name}: {err}")
     if len(clip) > limits.max_frames:  # the container did not say how many frames it holds
-        raise gr.Error(f"{name} has more than {limits.max_frames} frames; this Space takes at most {limits.max_frames}. Trim the clip.")
+        raise gr.Error(
+            f"{name} has more than {limits.max_frames} frames; this Space takes at most {limits.max_frames}. Trim the clip."
+        )
     note = ""
     longer = max(clip.shape[1:3])
     if longer > limits.work_size:
@@ -173,14 +183,18 @@ def summarize(row: dict, num_frames: int, size: str, sensitive: np.ndarray, avat
     return "\n".join(lines)
 
 
-def anonymize(video_path, body_model, seed, inpainter, refine, limits: SpaceLimits, progress=gr.Progress(track_tqdm=True)):
+def anonymize(
+    video_path, body_model, seed, inpainter, refine, limits: SpaceLimits, progress=gr.Progress(track_tqdm=True)
+):
     progress(0.0, desc="Reading the clip")
     frames, fps, note = read_upload(video_path, limits)
     progress(0.1, desc=f"Anonymizing {len(frames)} frames")
     refiner = os.environ.get(REFINER_ENV) if refine else None
     start = time.perf_counter()
     try:  # the datasets map function, on a batch of one, always on the same thread (see ANONYMIZER_THREAD)
-        out = ANONYMIZER_THREAD.submit(lambda: get_anonymizer(body_model, int(seed or 0), inpainter, refiner)({"video": [frames]})).result()
+        out = ANONYMIZER_THREAD.submit(
+            lambda: get_anonymizer(body_model, int(seed or 0), inpainter, refiner)({"video": [frames]})
+        ).result()
     except ValueError as err:
         raise gr.Error(f"Bad anonymizer option: {err}")
     except ImportError as err:
@@ -236,8 +250,10 @@ def privacy_budget(dataset_size, batch_size, epochs, noise_multiplier, delta, ac
     try:
         epsilon = compute_epsilon(q, noise_multiplier, delta=delta, accountant=accountant, epochs=epochs)
         grid = np.unique(np.round(np.linspace(0, epochs, 13)[1:], 4))
-        curve = [compute_epsilon(q, noise_multiplier, delta=delta, accountant=accountant, epochs=e)
-                 for e in progress.tqdm(grid, desc="ε against epochs")]
+        curve = [
+            compute_epsilon(q, noise_multiplier, delta=delta, accountant=accountant, epochs=e)
+            for e in progress.tqdm(grid, desc="ε against epochs")
+        ]
     except ValueError as err:
         raise gr.Error(str(err))
     text = (
@@ -385,7 +401,9 @@ def embedded_dataset_clip(cache_dir: Path) -> str | None:
 # ----------------------------------------------------------------------------- page
 
 
-def build_demo(limits: SpaceLimits | None = None, cache_dir: str | Path | None = None, model: str | None = None) -> gr.Blocks:
+def build_demo(
+    limits: SpaceLimits | None = None, cache_dir: str | Path | None = None, model: str | None = None
+) -> gr.Blocks:
     limits = limits or SpaceLimits()
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     examples = make_examples(cache_dir, limits)
@@ -401,7 +419,9 @@ def build_demo(limits: SpaceLimits | None = None, cache_dir: str | Path | None =
         with gr.Tab("Anonymize"):
             with gr.Row():
                 video_in = gr.Video(label="Clip to anonymize", sources=["upload"], height=300, elem_id="video-in")
-                image_in = gr.Image(label="...or a photo (made into a short clip)", type="numpy", sources=["upload"], height=300)
+                image_in = gr.Image(
+                    label="...or a photo (made into a short clip)", type="numpy", sources=["upload"], height=300
+                )
             gr.Examples(examples=[[e] for e in examples], inputs=[video_in], label="Examples")
             with gr.Row():
                 body = gr.Dropdown(bodies, value=bodies[0], label="Body model")
@@ -416,8 +436,12 @@ def build_demo(limits: SpaceLimits | None = None, cache_dir: str | Path | None =
             status_out = gr.Markdown(elem_id="anonymize-status")
 
             image_in.upload(
-                lambda image: write_display_mp4(image_clip(image, limits.example_frames), Path(tempfile.mkdtemp()) / "photo.mp4"),
-                inputs=image_in, outputs=video_in, api_name="image_to_clip",
+                lambda image: write_display_mp4(
+                    image_clip(image, limits.example_frames), Path(tempfile.mkdtemp()) / "photo.mp4"
+                ),
+                inputs=image_in,
+                outputs=video_in,
+                api_name="image_to_clip",
             )
             run.click(
                 functools.partial(anonymize, limits=limits),
@@ -447,14 +471,17 @@ def build_demo(limits: SpaceLimits | None = None, cache_dir: str | Path | None =
             budget_inputs = [dataset_size, batch_size, epochs, sigma, delta, accountant]
             compute.click(privacy_budget, budget_inputs, [budget_text, budget_plot], api_name="privacy_budget")
             calibrate.click(
-                calibrate_noise, [dataset_size, batch_size, epochs, target, delta, accountant],
-                [sigma, calibrate_text], api_name="calibrate_noise",
+                calibrate_noise,
+                [dataset_size, batch_size, epochs, target, delta, accountant],
+                [sigma, calibrate_text],
+                api_name="calibrate_noise",
             ).then(privacy_budget, budget_inputs, [budget_text, budget_plot], api_name=False)
 
         with gr.Tab("Classify"):
             gr.Markdown(
-                f"Model: `{model_id}`" if model_id else
-                f"No model yet: set `{MODEL_ENV}` or run `hf-maskdp quickstart` (it saves `{DEFAULT_MODEL_DIR}`)."
+                f"Model: `{model_id}`"
+                if model_id
+                else f"No model yet: set `{MODEL_ENV}` or run `hf-maskdp quickstart` (it saves `{DEFAULT_MODEL_DIR}`)."
             )
             clip_in = gr.Video(label="Clip to classify", sources=["upload"], height=300)
             gr.Examples(examples=[[e] for e in examples], inputs=[clip_in], label="Examples")
@@ -463,21 +490,32 @@ def build_demo(limits: SpaceLimits | None = None, cache_dir: str | Path | None =
             model_text = gr.Markdown()
             classify_button.click(
                 functools.partial(classify, model_id=model_id, limits=limits),
-                inputs=clip_in, outputs=[top_classes, model_text], api_name="classify",
+                inputs=clip_in,
+                outputs=[top_classes, model_text],
+                api_name="classify",
             )
     demo.queue(default_concurrency_limit=1)  # one anonymization at a time on a small CPU
     return demo
 
 
-def launch(host: str = "127.0.0.1", port: int | None = None, limits: SpaceLimits | None = None,
-           cache_dir: str | Path | None = None, model: str | None = None, **launch_kwargs) -> gr.Blocks:
+def launch(
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    limits: SpaceLimits | None = None,
+    cache_dir: str | Path | None = None,
+    model: str | None = None,
+    **launch_kwargs,
+) -> gr.Blocks:
     """Build and serve the demo; returns it (pass `prevent_thread_lock=True` to keep going)."""
     limits = limits or SpaceLimits()
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     demo = build_demo(limits, cache_dir, model)
     demo.launch(
-        server_name=host, server_port=port, max_file_size=f"{int(limits.max_upload_mb)}mb",
-        allowed_paths=[str(cache_dir.resolve())], **launch_kwargs,
+        server_name=host,
+        server_port=port,
+        max_file_size=f"{int(limits.max_upload_mb)}mb",
+        allowed_paths=[str(cache_dir.resolve())],
+        **launch_kwargs,
     )
     return demo
 

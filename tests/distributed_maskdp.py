@@ -17,9 +17,14 @@ def main(out_path: str, use_cpu: bool = True) -> None:
     tmp = Path(out_path).parent
     sigma, clip = 2.0, 0.5
     try:
-        noise_run = MaskDPTrainer(model=tiny_model(), data_collator=tiny_collator(), train_dataset=make_rows(8),
-                                  args=tiny_args(tmp, privacy_mode="dpsgd", noise_multiplier=sigma,
-                                                 per_sample_clip_norm=clip, use_cpu=use_cpu))
+        noise_run = MaskDPTrainer(
+            model=tiny_model(),
+            data_collator=tiny_collator(),
+            train_dataset=make_rows(8),
+            args=tiny_args(
+                tmp, privacy_mode="dpsgd", noise_multiplier=sigma, per_sample_clip_norm=clip, use_cpu=use_cpu
+            ),
+        )
     except ValueError as err:
         Path(out_path).write_text(json.dumps({"error": str(err)}))
         return
@@ -29,8 +34,12 @@ def main(out_path: str, use_cpu: bool = True) -> None:
     noise = torch.cat([p.grad.reshape(-1) for p in noise_run.model.parameters()])
     noise_std_ratio = noise.std().item() / (sigma * clip / 2)  # q N = private_batch_size = 2
 
-    trainer = MaskDPTrainer(model=tiny_model(), data_collator=tiny_collator(), train_dataset=make_rows(8),
-                            args=tiny_args(tmp, num_train_epochs=2))
+    trainer = MaskDPTrainer(
+        model=tiny_model(),
+        data_collator=tiny_collator(),
+        train_dataset=make_rows(8),
+        args=tiny_args(tmp, num_train_epochs=2),
+    )
     trainer.train()
     flat = torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()])
     gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
@@ -38,15 +47,19 @@ def main(out_path: str, use_cpu: bool = True) -> None:
     noises = [torch.empty_like(noise) for _ in range(dist.get_world_size())]
     dist.all_gather(noises, noise)
     if dist.get_rank() == 0:
-        Path(out_path).write_text(json.dumps({
-            "world_size": trainer.args.world_size,
-            "noise_std_ratio": noise_std_ratio,
-            "noise_equal_on_ranks": bool(torch.equal(noises[0], noises[1])),
-            "params_max_diff": (gathered[0] - gathered[1]).abs().max().item(),
-            "steps": trainer.state.global_step,
-            "sample_rate": trainer.sample_rate,
-            "epsilon": trainer.privacy_spent()[0],
-        }))
+        Path(out_path).write_text(
+            json.dumps(
+                {
+                    "world_size": trainer.args.world_size,
+                    "noise_std_ratio": noise_std_ratio,
+                    "noise_equal_on_ranks": bool(torch.equal(noises[0], noises[1])),
+                    "params_max_diff": (gathered[0] - gathered[1]).abs().max().item(),
+                    "steps": trainer.state.global_step,
+                    "sample_rate": trainer.sample_rate,
+                    "epsilon": trainer.privacy_spent()[0],
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -231,8 +231,18 @@ class HubHandler(BaseHTTPRequestHandler):
     def whoami(self):
         if self.user is None:
             raise HubError(401, "Invalid username or password.")
-        return 200, {"type": "user", "id": self.user, "name": self.user, "fullname": self.user, "orgs": [],
-                     "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}}}, {}
+        return (
+            200,
+            {
+                "type": "user",
+                "id": self.user,
+                "name": self.user,
+                "fullname": self.user,
+                "orgs": [],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}},
+            },
+            {},
+        )
 
     def create_repo(self):
         if self.user is None:
@@ -278,12 +288,14 @@ class HubHandler(BaseHTTPRequestHandler):
             sample = base64.b64decode(item["sample"])
             lfs = item["size"] >= LFS_MIN_SIZE or b"\0" in sample
             existing = files.get(item["path"])
-            answers.append({
-                "path": item["path"],
-                "uploadMode": "lfs" if lfs else "regular",
-                "shouldIgnore": False,
-                "oid": existing.git_oid if existing else None,
-            })
+            answers.append(
+                {
+                    "path": item["path"],
+                    "uploadMode": "lfs" if lfs else "regular",
+                    "shouldIgnore": False,
+                    "oid": existing.git_oid if existing else None,
+                }
+            )
         return 200, {"files": answers}, {}
 
     def lfs_batch(self, prefix, repo_id):
@@ -345,7 +357,7 @@ class HubHandler(BaseHTTPRequestHandler):
         for path in sorted(files):
             if not path.startswith(prefix):
                 continue
-            rest = path[len(prefix):]
+            rest = path[len(prefix) :]
             if "/" in rest:
                 parts = rest.split("/")[:-1]
                 depth = len(parts) if recursive else 1
@@ -354,8 +366,10 @@ class HubHandler(BaseHTTPRequestHandler):
                 if not recursive:
                     continue
             entries.append(files[path].entry(path))
-        entries += [{"type": "directory", "path": f, "size": 0, "oid": hashlib.sha1(f.encode()).hexdigest()}
-                    for f in sorted(folders)]
+        entries += [
+            {"type": "directory", "path": f, "size": 0, "oid": hashlib.sha1(f.encode()).hexdigest()}
+            for f in sorted(folders)
+        ]
         return entries
 
     def tree(self, kind, repo_id, revision, path=""):
@@ -383,8 +397,9 @@ class HubHandler(BaseHTTPRequestHandler):
             if path in files:
                 answers.append(files[path].entry(path))
             elif any(p.startswith(path + "/") for p in files) or path == "":
-                answers.append({"type": "directory", "path": path, "size": 0,
-                                "oid": hashlib.sha1(path.encode()).hexdigest()})
+                answers.append(
+                    {"type": "directory", "path": path, "size": 0, "oid": hashlib.sha1(path.encode()).hexdigest()}
+                )
         return 200, answers, {}
 
     def resolve(self, prefix, repo_id, revision, path):
@@ -395,8 +410,12 @@ class HubHandler(BaseHTTPRequestHandler):
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound")
         file = files[path]
         etag = file.sha256 if file.lfs else file.git_oid
-        headers = {"X-Repo-Commit": sha, "ETag": f'"{etag}"', "Accept-Ranges": "bytes",
-                   "Content-Type": "application/octet-stream"}
+        headers = {
+            "X-Repo-Commit": sha,
+            "ETag": f'"{etag}"',
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
         if file.lfs:
             headers["X-Linked-Etag"] = f'"{etag}"'
             headers["X-Linked-Size"] = str(len(file.content))
@@ -407,7 +426,7 @@ class HubHandler(BaseHTTPRequestHandler):
             end = int(match[2]) if match[1] and match[2] else len(content) - 1
             end = min(end, len(content) - 1)
             headers["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
-            content, status = content[start:end + 1], 206
+            content, status = content[start : end + 1], 206
         return status, content, headers
 
 

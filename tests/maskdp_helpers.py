@@ -16,8 +16,17 @@ IMAGE, FRAMES = 16, 4
 
 def tiny_model(seed: int = 0, layers: int = 1) -> VideoMAEForVideoClassification:
     torch.manual_seed(seed)
-    config = VideoMAEConfig(image_size=IMAGE, patch_size=8, num_frames=FRAMES, tubelet_size=2, hidden_size=16,
-                            num_hidden_layers=layers, num_attention_heads=2, intermediate_size=32, num_labels=3)
+    config = VideoMAEConfig(
+        image_size=IMAGE,
+        patch_size=8,
+        num_frames=FRAMES,
+        tubelet_size=2,
+        hidden_size=16,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    )
     return VideoMAEForVideoClassification(config)
 
 
@@ -46,16 +55,35 @@ def make_rows(n: int = 8, mask: str = "half", seed: int = 0, shape=(6, 20, 24)) 
             m = np.zeros(shape, bool)
             top, left = rng.integers(0, shape[1]), rng.integers(0, shape[2])
             m[:, top : top + rng.integers(1, shape[1]), left : left + rng.integers(1, shape[2])] = True
-        rows.append({"video": video, "sensitive_mask": encode_mask(m), "avatar_mask": encode_mask(~m),
-                     "provenance": anonymizer_provenance(), "label": i % 3})
+        rows.append(
+            {
+                "video": video,
+                "sensitive_mask": encode_mask(m),
+                "avatar_mask": encode_mask(~m),
+                "provenance": anonymizer_provenance(),
+                "label": i % 3,
+            }
+        )
     return rows
 
 
 def tiny_args(tmp_path, **overrides) -> MaskDPConfig:
-    settings = dict(output_dir=str(tmp_path / "out"), privacy_mode="maskdp", noise_multiplier=1.0,
-                    private_batch_size=2, public_batch_size=2, per_device_train_batch_size=2, num_train_epochs=1,
-                    dp_seed=0, learning_rate=1e-2, report_to="none", save_strategy="no", use_cpu=True,
-                    logging_steps=1, disable_tqdm=True)
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        privacy_mode="maskdp",
+        noise_multiplier=1.0,
+        private_batch_size=2,
+        public_batch_size=2,
+        per_device_train_batch_size=2,
+        num_train_epochs=1,
+        dp_seed=0,
+        learning_rate=1e-2,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        logging_steps=1,
+        disable_tqdm=True,
+    )
     settings.update(overrides)
     return MaskDPConfig(**settings)
 

@@ -19,14 +19,18 @@ from hf_maskdp.privacy.accounting import calibrate_noise_multiplier, compute_eps
 DIVERGENT = {(0.1, 0.8, 1000), (0.1, 0.8, 10000), (0.1, 1.1, 10000)}
 GRID = [
     (q, sigma, steps, delta)
-    for q, sigma, steps, delta in itertools.product([0.001, 0.01, 0.1], [0.8, 1.1, 2.0], [100, 1000, 10000], [1e-5, 1e-7])
+    for q, sigma, steps, delta in itertools.product(
+        [0.001, 0.01, 0.1], [0.8, 1.1, 2.0], [100, 1000, 10000], [1e-5, 1e-7]
+    )
     if (q, sigma, steps) not in DIVERGENT
 ]
 PLD_GRID = [(0.01, 1.1, 10000, 1e-5), (0.1, 2.0, 100, 1e-5), (0.001, 0.8, 1000, 1e-7), (0.05, 1.5, 500, 1e-6)]
 
 
 def sgm_event(q, sigma, steps):
-    return dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps)
+    return dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps
+    )
 
 
 @pytest.mark.filterwarnings("ignore:Optimal order is the")
@@ -51,9 +55,13 @@ def test_pld_is_tighter_than_rdp_and_matches_dp_accounting(q, sigma, steps, delt
     rdp, pld, prv = (compute_epsilon(q, sigma, steps, delta, accountant=a) for a in ("rdp", "pld", "prv"))
     assert 0 < pld <= rdp and 0 < prv <= rdp
     # An independent route through dp-accounting: build the PLD of one step and self-compose it.
-    reference = privacy_loss_distribution.from_gaussian_mechanism(
-        standard_deviation=sigma, sampling_prob=q, value_discretization_interval=1e-4
-    ).self_compose(steps).get_epsilon_for_delta(delta)
+    reference = (
+        privacy_loss_distribution.from_gaussian_mechanism(
+            standard_deviation=sigma, sampling_prob=q, value_discretization_interval=1e-4
+        )
+        .self_compose(steps)
+        .get_epsilon_for_delta(delta)
+    )
     assert pld == pytest.approx(reference, rel=0.01)
     assert prv == pytest.approx(pld, rel=0.03)  # two numerical methods, one mechanism
 
@@ -79,7 +87,9 @@ def test_monotone_in_steps_sample_rate_and_noise():
 @pytest.mark.parametrize("accountant, tolerance", [("rdp", 1e-3), ("pld", 1e-2)])  # PLD is slower
 def test_calibrate_round_trip(accountant, tolerance):
     q, epochs, delta, target = 0.02, 1, 1e-5, 2.0
-    sigma = calibrate_noise_multiplier(target, q, epochs=epochs, delta=delta, accountant=accountant, tolerance=tolerance)
+    sigma = calibrate_noise_multiplier(
+        target, q, epochs=epochs, delta=delta, accountant=accountant, tolerance=tolerance
+    )
     assert compute_epsilon(q, sigma, epochs=epochs, delta=delta, accountant=accountant) <= target
     # Smallest: a little less noise already misses the target.
     assert compute_epsilon(q, sigma / (1 + 2 * tolerance), epochs=epochs, delta=delta, accountant=accountant) > target

@@ -16,8 +16,8 @@ mp = pytest.importorskip("mediapipe")
 
 import datasets  # noqa: E402
 
-from hf_maskdp.anonymize.pipeline import AnonymizationError, AnonymizerConfig, AvatarAnonymizer  # noqa: E402
 from hf_maskdp.anonymize.inpaint import person_region  # noqa: E402
+from hf_maskdp.anonymize.pipeline import AnonymizationError, AnonymizerConfig, AvatarAnonymizer  # noqa: E402
 from hf_maskdp.video import decode_mask, encode_video, load_video_frames  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -58,7 +58,9 @@ def two_people(image: np.ndarray, num_frames: int, height: int) -> np.ndarray:
     for t in range(num_frames):
         crop = int(image.shape[0] * (0.9 - 0.01 * t))
         x0 = 6 * t
-        frames.append(cv2.resize(pair[10 : 10 + crop, x0 : x0 + 2 * crop], (2 * height, height), interpolation=cv2.INTER_AREA))
+        frames.append(
+            cv2.resize(pair[10 : 10 + crop, x0 : x0 + 2 * crop], (2 * height, height), interpolation=cv2.INTER_AREA)
+        )
     return np.stack(frames)
 
 
@@ -187,8 +189,11 @@ def test_custom_video_column_is_replaced_not_kept_beside(astronaut_result):
     from datasets import Dataset
 
     frames, tracks, _ = astronaut_result
-    pose = {"keypoints_2d": tracks[0].keypoints_2d[:3], "keypoints_3d": tracks[0].keypoints_3d[:3],
-            "visibility": tracks[0].visibility[:3]}
+    pose = {
+        "keypoints_2d": tracks[0].keypoints_2d[:3],
+        "keypoints_3d": tracks[0].keypoints_3d[:3],
+        "visibility": tracks[0].visibility[:3],
+    }
     anonymizer = AvatarAnonymizer(pose_source="given", video_column="clip")
     real = {"path": None, "bytes": encode_video(frames[:3])}
     dataset = Dataset.from_list([{"clip": real, "pose": pose}])
@@ -255,9 +260,15 @@ def test_two_real_faces_are_gone(two_astronauts_result, face_detector):
 
 def given_poses(tracks, num_frames: int) -> list[dict]:
     """The tracked people's first frames as a `given` pose column (public data: poses, no pixels)."""
-    return [{"keypoints_2d": track.keypoints_2d[:num_frames].copy(), "keypoints_3d": track.keypoints_3d[:num_frames].copy(),
-             "visibility": track.visibility[:num_frames], "person_mask": track.person_mask[:num_frames]}
-            for track in tracks]  # fmt: skip
+    return [
+        {
+            "keypoints_2d": track.keypoints_2d[:num_frames].copy(),
+            "keypoints_3d": track.keypoints_3d[:num_frames].copy(),
+            "visibility": track.visibility[:num_frames],
+            "person_mask": track.person_mask[:num_frames],
+        }
+        for track in tracks
+    ]
 
 
 def test_second_person_lost_or_unfittable_withholds_the_clip(two_astronauts_result):
@@ -279,7 +290,9 @@ def test_avatar_not_covering_its_person_is_a_poor_fit(astronaut_result):
     anonymizer = AvatarAnonymizer(pose_source="given")
     assert anonymizer.anonymize_clip(frames[:3], {"pose": given_poses(tracks, 3)}).status == "ok"
     moved = given_poses(tracks, 3)
-    moved[0]["person_mask"] = np.roll(moved[0]["person_mask"], 110, axis=2)  # the person is elsewhere than the pose says
+    moved[0]["person_mask"] = np.roll(
+        moved[0]["person_mask"], 110, axis=2
+    )  # the person is elsewhere than the pose says
     row = anonymizer({"video": frames[:3], "pose": moved})
     assert row["anonymization"].startswith("partial: poor fit: the avatar of person 0 covers ")
     assert row["video"] is None  # withheld by default
@@ -350,8 +363,9 @@ def test_map_num_proc_2_with_rank_equals_num_proc_1(tmp_path, astronaut_mp4, cof
     videos = [clips[0], coffee_mp4.read_bytes(), b"not a video", clips[1]]
     datasets.Dataset.from_dict({"video": videos, "i": [0, 1, 2, 3]}).save_to_disk(str(tmp_path / "data"))
     # a fresh process: this one already ran mediapipe and EGL, so it cannot fork workers
-    done = subprocess.run([sys.executable, "-c", _NUM_PROC_SCRIPT, str(tmp_path / "data")],
-                          capture_output=True, text=True, timeout=240)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _NUM_PROC_SCRIPT, str(tmp_path / "data")], capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0 and "same" in done.stdout, done.stderr[-3000:]
 
 
@@ -438,8 +452,20 @@ def test_cli_anonymizes_a_video_folder_and_pushes_privately(hub, tmp_path, astro
     for label, clip in (("astronaut", astronaut_mp4), ("empty", coffee_mp4)):
         (tmp_path / "in" / label).mkdir(parents=True)
         (tmp_path / "in" / label / "clip.mp4").write_bytes(clip.read_bytes())
-    command = [sys.executable, "-m", "hf_maskdp.cli", "anonymize", str(tmp_path / "in"), str(tmp_path / "out"),
-               "--max-frames", "3", "--push-to-hub", "alice/anonymized-cli", "--token", "hf_alice_write"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "hf_maskdp.cli",
+        "anonymize",
+        str(tmp_path / "in"),
+        str(tmp_path / "out"),
+        "--max-frames",
+        "3",
+        "--push-to-hub",
+        "alice/anonymized-cli",
+        "--token",
+        "hf_alice_write",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
     assert "anonymized 2 clips (3 frames kept), 1 people found, 1 failures (no_person: 1, ok: 1)" in done.stdout
@@ -449,13 +475,28 @@ def test_cli_anonymizes_a_video_folder_and_pushes_privately(hub, tmp_path, astro
     assert "(private)" in done.stdout and hub.repo("alice/anonymized-cli", "dataset").private
 
 
-@pytest.mark.parametrize("options, problem", [
-    ((), "does not exist"),
-    (("--body-model", "smplh", "--smplh-model-path", "missing.npz"), "Download the SMPL-H model files from https://mano"),
-    (("--refiner-context", "real"), "--refiner-context and --refiner-options need --refiner ID"),
-], ids=["input", "smplh-file", "refiner"])  # fmt: skip
+@pytest.mark.parametrize(
+    "options, problem",
+    [
+        ((), "does not exist"),
+        (
+            ("--body-model", "smplh", "--smplh-model-path", "missing.npz"),
+            "Download the SMPL-H model files from https://mano",
+        ),
+        (("--refiner-context", "real"), "--refiner-context and --refiner-options need --refiner ID"),
+    ],
+    ids=["input", "smplh-file", "refiner"],
+)
 def test_cli_bad_input_is_one_line(tmp_path, options, problem):
-    command = [sys.executable, "-m", "hf_maskdp.cli", "anonymize", str(tmp_path / "x.mp4"), str(tmp_path / "o"), *options]
+    command = [
+        sys.executable,
+        "-m",
+        "hf_maskdp.cli",
+        "anonymize",
+        str(tmp_path / "x.mp4"),
+        str(tmp_path / "o"),
+        *options,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
     assert problem in done.stderr and len(done.stderr.strip().splitlines()) == 1

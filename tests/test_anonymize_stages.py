@@ -13,9 +13,22 @@ skimage_data = pytest.importorskip("skimage.data")
 from hf_maskdp.anonymize.body import JOINT, SMPLH_PARENTS, make_body_model  # noqa: E402
 from hf_maskdp.anonymize.composite import composite  # noqa: E402
 from hf_maskdp.anonymize.fit import (  # noqa: E402
-    LEFT_EAR, LEFT_FOOT, LEFT_INDEX, LEFT_PINKY, NOSE, PNP_PAIRS, RIGHT_EAR, RIGHT_FOOT, RIGHT_INDEX, RIGHT_PINKY,
-    FittedFrame, default_intrinsics, fit_camera, fit_rotations, smooth_cameras,
-)  # fmt: skip
+    LEFT_EAR,
+    LEFT_FOOT,
+    LEFT_INDEX,
+    LEFT_PINKY,
+    NOSE,
+    PNP_PAIRS,
+    RIGHT_EAR,
+    RIGHT_FOOT,
+    RIGHT_INDEX,
+    RIGHT_PINKY,
+    FittedFrame,
+    default_intrinsics,
+    fit_camera,
+    fit_rotations,
+    smooth_cameras,
+)
 from hf_maskdp.anonymize.inpaint import TemporalBackgroundInpainter, person_region  # noqa: E402
 from hf_maskdp.anonymize.pose import Detection, GivenPose, empty_track  # noqa: E402
 from hf_maskdp.anonymize.render import Camera, MeshRenderer, RenderOutput  # noqa: E402
@@ -83,8 +96,12 @@ def _person_at(x: float, y: float = 50.0) -> Detection:
 def test_link_detections_follows_each_person_whatever_the_search_order():
     # two people walking towards each other; the searches find them in either order, one is missed
     # in frame 2 and a third person enters in frame 3
-    frames = [[_person_at(20), _person_at(80)], [_person_at(86), _person_at(26)], [_person_at(32)],
-              [_person_at(74), _person_at(140), _person_at(38)]]  # fmt: skip
+    frames = [
+        [_person_at(20), _person_at(80)],
+        [_person_at(86), _person_at(26)],
+        [_person_at(32)],
+        [_person_at(74), _person_at(140), _person_at(38)],
+    ]
     tracks = link_detections(frames, (4, 100, 160))
     assert len(tracks) == 3
     centres = [np.where(track.detected, track.keypoints_2d[:, :, 0].mean(1), np.nan) for track in tracks]
@@ -96,7 +113,10 @@ def test_link_detections_follows_each_person_whatever_the_search_order():
 
 def test_given_pose_checks_shapes():
     with pytest.raises(ValueError, match=r"expected keypoints_2d \(2, 33, 2\)"):
-        GivenPose()(np.zeros((2, 8, 8, 3), np.uint8), {"pose": {"keypoints_2d": np.zeros((3, 33, 2)), "keypoints_3d": np.zeros((2, 33, 3))}})
+        GivenPose()(
+            np.zeros((2, 8, 8, 3), np.uint8),
+            {"pose": {"keypoints_2d": np.zeros((3, 33, 2)), "keypoints_3d": np.zeros((2, 33, 3))}},
+        )
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -115,7 +135,10 @@ def landmarks_from_joints(joints: np.ndarray) -> np.ndarray:
     head = joints[JOINT["head"]]
     lm[LEFT_EAR], lm[RIGHT_EAR] = head + [0.08, 0, 0], head - [0.08, 0, 0]
     lm[NOSE] = head + [0, 0, -0.1]  # the face looks at the camera (-z)
-    for wrist, elbow, index, pinky in (("left_wrist", "left_elbow", LEFT_INDEX, LEFT_PINKY), ("right_wrist", "right_elbow", RIGHT_INDEX, RIGHT_PINKY)):
+    for wrist, elbow, index, pinky in (
+        ("left_wrist", "left_elbow", LEFT_INDEX, LEFT_PINKY),
+        ("right_wrist", "right_elbow", RIGHT_INDEX, RIGHT_PINKY),
+    ):
         lm[index] = lm[pinky] = joints[JOINT[wrist]] + 0.3 * (joints[JOINT[wrist]] - joints[JOINT[elbow]])
     lm[LEFT_FOOT], lm[RIGHT_FOOT] = joints[JOINT["left_foot"]], joints[JOINT["right_foot"]]
     return lm
@@ -157,9 +180,21 @@ def test_smooth_cameras_damps_jitter_and_keeps_steady_motion(body):
     mesh, joints = body.pose(np.zeros((21, 3)))
     K = default_intrinsics(64, 64)
     jitter = np.where(np.arange(30) % 2, 0.05, -0.05)  # metres / radians, every other frame
-    fits = {t: FittedFrame(mesh, joints, Camera(K=K, R=Rotation.from_rotvec([0, 0.02 * t + jitter[t], 0]).as_matrix(),
-                                                t=[0.1 * t, jitter[t], 3.0], width=64, height=64))
-            for t in range(30) if t != 20}  # fmt: skip
+    fits = {
+        t: FittedFrame(
+            mesh,
+            joints,
+            Camera(
+                K=K,
+                R=Rotation.from_rotvec([0, 0.02 * t + jitter[t], 0]).as_matrix(),
+                t=[0.1 * t, jitter[t], 3.0],
+                width=64,
+                height=64,
+            ),
+        )
+        for t in range(30)
+        if t != 20
+    }
     smoothed = smooth_cameras(fits, 30, sigma=2.0)
     assert sorted(smoothed) == sorted(fits)  # the unfitted frame stays unfitted
     for t in (8, 9, 10):  # away from the ends of a run of fitted frames: steady motion kept, jitter gone
@@ -201,8 +236,12 @@ def test_composite_public_pixels_are_the_render_bit_exactly():
     coverage[1:5, 1:5] = 1.0
     coverage[1, 1:5] = 0.5  # antialiased edge
     coverage[0, 0] = 1.0 / 9
-    render = RenderOutput(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), np.ones((6, 6), np.float32), coverage,
-                          np.where(coverage > 0, 0, -1).astype(np.int16))  # fmt: skip
+    render = RenderOutput(
+        rng.integers(0, 256, (6, 6, 3), dtype=np.uint8),
+        np.ones((6, 6), np.float32),
+        coverage,
+        np.where(coverage > 0, 0, -1).astype(np.int16),
+    )
     frames = []
     for seed in (1, 2):
         background = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
@@ -224,7 +263,9 @@ def moving_figure_clip(num_frames=6, size=192):
     renderer = MeshRenderer(size, size)
     camera = Camera.look_at(eye=(0, 0.0, 2.4), target=(0, 0.0, 0), width=size, height=size)
     # mediapipe misses small figures on busy photos (docs: DEPENDENCIES), so soften the photo
-    background = cv2.resize(cv2.GaussianBlur(skimage_data.coffee(), (0, 0), 12), (size, size), interpolation=cv2.INTER_AREA)
+    background = cv2.resize(
+        cv2.GaussianBlur(skimage_data.coffee(), (0, 0), 12), (size, size), interpolation=cv2.INTER_AREA
+    )
     frames, masks = [], []
     for t in range(num_frames):
         body_pose = np.zeros((21, 3))

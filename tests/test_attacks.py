@@ -31,20 +31,26 @@ SIGNIFICANT = 0.01  # one-sided p-value below which a probe "beats chance"
 @pytest.fixture(scope="module")
 def data():
     """20 train + 12 test clips of 4 people, anonymized, the input kept as `original`."""
-    data = build_action_dataset(num_train=20, num_test=12, num_frames=4, size=96, num_identities=4, seed=1, progress=False)
+    data = build_action_dataset(
+        num_train=20, num_test=12, num_frames=4, size=96, num_identities=4, seed=1, progress=False
+    )
     data = data.map(lambda row: {"original": row["video"]})
     anonymizer = AvatarAnonymizer(AnonymizerConfig(seed=0, errors="keep"))
     return data.map(anonymizer, batched=True, batch_size=8, features=anonymizer.features(data["train"].features))
 
 
 def probe(data, view: str):
-    collator = VideoClipCollator(num_frames=4, image_size=64, video_column="original" if view == "original" else "video")
+    collator = VideoClipCollator(
+        num_frames=4, image_size=64, video_column="original" if view == "original" else "video"
+    )
     splits = []
     for split in ("train", "test"):
         rows = list(data[split])
         if view == "broken masks":  # a broken anonymizer: the real person published as public pixels
-            rows = [{**r, **encode_anonymized_clip(load_video_frames(r["original"]), ~decode_mask(r["person_mask"]))}
-                    for r in rows]  # stored as the anonymizer stores clips
+            rows = [
+                {**r, **encode_anonymized_clip(load_video_frames(r["original"]), ~decode_mask(r["person_mask"]))}
+                for r in rows
+            ]  # stored as the anonymizer stores clips
         pixels = clip_pixels(rows, collator, public_view=view in ("public view", "broken masks"))
         splits += [pixels, [r["identity"] for r in rows]]
     return identity_probe(*splits, probe="linear", view=view)

@@ -42,8 +42,10 @@ def test_epsilon_from_rates():
 def test_gaussian_mechanism_bound_is_valid_and_not_trivial(sigma, share):
     delta = 1e-5
     true_epsilon = get_epsilon_gaussian(sigma, delta)
-    bounds = [epsilon_lower_bound(*gaussian_mechanism_scores(sigma, 2000, seed=s), delta, seed=s).epsilon_lower_bound
-              for s in range(5)]
+    bounds = [
+        epsilon_lower_bound(*gaussian_mechanism_scores(sigma, 2000, seed=s), delta, seed=s).epsilon_lower_bound
+        for s in range(5)
+    ]
     assert max(bounds) < true_epsilon
     assert min(bounds) > share * true_epsilon  # it measures something (fewer runs than ε needs at σ = 2)
 

@@ -62,10 +62,13 @@ def test_reads_the_anonymizer_columns_from_a_dataset():
     frames = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
     mask = np.zeros((4, 16, 16), bool)
     mask[:, :8] = True
-    features = datasets.Features({"video": video_feature(), "sensitive_mask": mask_feature(),
-                                  "label": datasets.Value("int64")})
-    ds = datasets.Dataset.from_dict({"video": [{"path": None, "bytes": encode_video(frames)}],
-                                     "sensitive_mask": [encode_mask(mask)], "label": [2]}, features=features)
+    features = datasets.Features(
+        {"video": video_feature(), "sensitive_mask": mask_feature(), "label": datasets.Value("int64")}
+    )
+    ds = datasets.Dataset.from_dict(
+        {"video": [{"path": None, "bytes": encode_video(frames)}], "sensitive_mask": [encode_mask(mask)], "label": [2]},
+        features=features,
+    )
     batch = VideoClipCollator(num_frames=4, image_size=16)([ds[0]])
     expected = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 * 2 - 1  # same size: no resize
     assert torch.allclose(batch["pixel_values"][0], expected, atol=1e-6)  # lossless video
@@ -97,7 +100,9 @@ def test_format_2_rows_public_view_reads_the_layer_and_the_private_branch_the_co
     swapped = {**row, "video": {"path": None, "bytes": encode_video(noise, lossless=False)}}  # another composite
     collator = VideoClipCollator(num_frames=4, image_size=16)
     assert torch.equal(collator.public_batch([row])["pixel_values"], collator.public_batch([swapped])["pixel_values"])
-    assert torch.equal(collator.public_batch([row])["pixel_values"], collator.public_batch([{**row, "video": None}])["pixel_values"])
+    assert torch.equal(
+        collator.public_batch([row])["pixel_values"], collator.public_batch([{**row, "video": None}])["pixel_values"]
+    )
     full = collator([row])["pixel_values"]
     assert not torch.equal(full, collator([swapped])["pixel_values"])  # the private branch reads the composite
     expected = collator([{"video": read_anonymized_clip(row)[0], "sensitive_mask": mask, "label": 1}])["pixel_values"]
@@ -112,7 +117,8 @@ def test_scene_fill_is_blind_to_sensitive_pixels(seed, density, shape):
     rows = [_row(shape, density, seed), _row(shape, density, seed + 1)]
     a = VideoClipCollator(num_frames=4, image_size=16, public_fill="scene", public_fill_seed=seed).public_batch(rows)
     b = VideoClipCollator(num_frames=4, image_size=16, public_fill="scene", public_fill_seed=seed).public_batch(
-        randomize_sensitive(rows, seed + 7))
+        randomize_sensitive(rows, seed + 7)
+    )
     assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["sensitive_mask"], b["sensitive_mask"])
 
 

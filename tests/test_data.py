@@ -159,8 +159,13 @@ def test_public_corpus_is_disjoint_from_the_private_data():
     private_looks = {repr(identity_appearance(i, 0, pool=0)) for i in range(8)}
     public_looks = {repr(identity_appearance(i, 0, pool=corpus.identity_pool)) for i in range(corpus.num_identities)}
     assert corpus.identity_pool != 0 and not private_looks & public_looks
-    data = build_action_dataset(seed=0, vocabulary="public", scenes=PUBLIC_BACKGROUND_NAMES, identity_pool=1,
-                                **{**TINY, "num_train": 6, "num_test": 1})
+    data = build_action_dataset(
+        seed=0,
+        vocabulary="public",
+        scenes=PUBLIC_BACKGROUND_NAMES,
+        identity_pool=1,
+        **{**TINY, "num_train": 6, "num_test": 1},
+    )
     assert data["train"].features["label"].names == list(PUBLIC_ACTION_NAMES)
     assert set(data["train"]["background"]) <= set(PUBLIC_BACKGROUND_NAMES)
 
@@ -176,16 +181,23 @@ def test_every_public_action_moves_the_body():
 
 def test_one_scene_regime_and_framing():
     """The `ntu` regime films every action in one scene; people fill the asked share of the frame."""
-    data = build_action_dataset(seed=1, scenes=("living_room",), background_bias=0.0, person_height=(0.85, 0.9),
-                                **TINY)
+    data = build_action_dataset(seed=1, scenes=("living_room",), background_bias=0.0, person_height=(0.85, 0.9), **TINY)
     assert set(data["train"]["background"]) == {"living_room"}
     for row in data["train"]:
         rows_with_person = np.nonzero(decode_mask(row["person_mask"]).any(2))[1]
         assert rows_with_person.max() - rows_with_person.min() + 1 >= 0.7 * 64
 
 
-@pytest.mark.parametrize("bad", [dict(scenes=("nowhere",)), dict(scenes=()), dict(vocabulary="secret"),
-                                 dict(person_height=(0.9, 0.5)), dict(repetitions=(0, 1))])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(scenes=("nowhere",)),
+        dict(scenes=()),
+        dict(vocabulary="secret"),
+        dict(person_height=(0.9, 0.5)),
+        dict(repetitions=(0, 1)),
+    ],
+)
 def test_bad_generator_settings_are_refused(bad):
     from hf_maskdp.data.build import ActionDatasetConfig
 

@@ -14,8 +14,7 @@ HERE = Path(__file__).parent
 
 
 def _launch(launcher: list[str], out: Path, *extra: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     cmd = [*launcher, str(HERE / "distributed_maskdp.py"), str(out), *extra]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -24,8 +23,20 @@ def _launch(launcher: list[str], out: Path, *extra: str) -> dict:
 
 @pytest.mark.timeout(300)
 def test_two_process_accelerate_run(tmp_path):
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     result = _launch(launcher, tmp_path / "result.json")
     assert result["world_size"] == 2
     # Variance of the noise-only update is sigma^2 C^2 / (qN)^2 once, not twice (1.41x std).
@@ -39,6 +50,7 @@ def test_two_process_accelerate_run(tmp_path):
 @pytest.mark.timeout(300)
 def test_processes_that_do_not_see_each_other_are_refused(tmp_path):
     """torchrun on CPU without use_cpu=True: each process would think it is alone."""
-    result = _launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"],
-                     tmp_path / "result.json", "--no-cpu")
+    result = _launch(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"], tmp_path / "result.json", "--no-cpu"
+    )
     assert "processes were launched but the Trainer sees world_size=1" in result["error"]

@@ -6,8 +6,14 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [*ROOT.glob("hf_maskdp/**/*.py"), *ROOT.glob("scripts/*.py"), *ROOT.glob("spaces/*.py"),
-           *ROOT.glob("tests/*.py"), *ROOT.glob("docs/*.md"), ROOT / "README.md"]  # fmt: skip
+SOURCES = [
+    *ROOT.glob("hf_maskdp/**/*.py"),
+    *ROOT.glob("scripts/*.py"),
+    *ROOT.glob("spaces/*.py"),
+    *ROOT.glob("tests/*.py"),
+    *ROOT.glob("docs/*.md"),
+    ROOT / "README.md",
+]
 CITED_FILE = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.md)\b")
 WRITTEN_BY_THE_PACKAGE = {"results.md"}  # files the quickstart writes, not documents it cites
 
@@ -31,6 +37,7 @@ def test_every_cited_markdown_file_exists():
 def test_architecture_table_lists_every_module():
     table = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
     modules = [p for p in ROOT.glob("hf_maskdp/**/*.py") if p.name != "__init__.py"]
-    unlisted = [str(p.relative_to(ROOT)) for p in modules
-                if p.stem not in table and str(p.relative_to(ROOT)) not in table]  # fmt: skip
+    unlisted = [
+        str(p.relative_to(ROOT)) for p in modules if p.stem not in table and str(p.relative_to(ROOT)) not in table
+    ]
     assert not unlisted, f"modules missing from docs/ARCHITECTURE.md: {unlisted}"

@@ -44,7 +44,9 @@ def test_class_folders_at_any_depth_keep_their_label(tmp_path):
 
 def test_videos_beside_class_folders_are_refused(tmp_path):
     make_folder(tmp_path, ["loose.mp4", "walk/a.mp4"])
-    with pytest.raises(ValueError, match="1 videos lie directly in the folder .*loose.mp4.* sub-folders, which are class labels"):
+    with pytest.raises(
+        ValueError, match="1 videos lie directly in the folder .*loose.mp4.* sub-folders, which are class labels"
+    ):
         load_video_folder(tmp_path)
 
 
@@ -54,8 +56,10 @@ def test_other_files_are_counted_and_named(tmp_path):
     lines = []
     data = load_input(str(tmp_path), report=lines.append)
     assert len(data["train"]) == 2
-    assert lines == [f"read 2 videos from {tmp_path} (train: 2); skipped 3 files that are not videos "
-                     "(.DS_Store, notes.txt, photo.jpg)"]  # fmt: skip
+    assert lines == [
+        f"read 2 videos from {tmp_path} (train: 2); skipped 3 files that are not videos "
+        "(.DS_Store, notes.txt, photo.jpg)"
+    ]
 
 
 def test_a_folder_without_videos_says_so(tmp_path):
@@ -78,7 +82,9 @@ def test_split_folders_and_metadata_are_read(tmp_path):
 
 
 def test_dataset_rows_get_a_source_and_keep_their_columns(tmp_path):
-    datasets.Dataset.from_dict({"video": [CLIP, CLIP], "clip_id": ["u1", "u2"], "note": ["x", "y"]}).save_to_disk(str(tmp_path / "d"))
+    datasets.Dataset.from_dict({"video": [CLIP, CLIP], "clip_id": ["u1", "u2"], "note": ["x", "y"]}).save_to_disk(
+        str(tmp_path / "d")
+    )
     named = load_input(str(tmp_path / "d"), id_column="clip_id")["train"]
     assert named["source"] == ["u1", "u2"] and named["note"] == ["x", "y"]
     assert load_input(str(tmp_path / "d"))["train"]["source"] == ["train/0", "train/1"]
@@ -102,13 +108,27 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
 
 def test_cli_writes_one_row_per_file_and_refuses_to_overwrite(tmp_path):
     """End to end: 5 real clips (3 named test*), a corrupt one and a photo; every video is a row."""
-    clips = {"test_face.mp4": "close_up_face.mp4", "test1.mp4": "no_person.mp4", "testing.mp4": "no_person.mp4",
-             "group.mp4": "three_people.mp4", "walker.mp4": "partly_out_of_frame.mp4"}  # fmt: skip
+    clips = {
+        "test_face.mp4": "close_up_face.mp4",
+        "test1.mp4": "no_person.mp4",
+        "testing.mp4": "no_person.mp4",
+        "group.mp4": "three_people.mp4",
+        "walker.mp4": "partly_out_of_frame.mp4",
+    }
     for name, source in clips.items():
         make_folder(tmp_path / "in", [name], (DATA / source).read_bytes())
     make_folder(tmp_path / "in", ["broken.mp4"], b"not a video")
     make_folder(tmp_path / "in", ["photo.jpg"], b"x")
-    command = [sys.executable, "-m", "hf_maskdp.cli", "anonymize", str(tmp_path / "in"), str(tmp_path / "out"), "--max-frames", "3"]
+    command = [
+        sys.executable,
+        "-m",
+        "hf_maskdp.cli",
+        "anonymize",
+        str(tmp_path / "in"),
+        str(tmp_path / "out"),
+        "--max-frames",
+        "3",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "read 6 videos" in done.stdout and "skipped 1 files that are not videos (photo.jpg)" in done.stdout

@@ -33,15 +33,39 @@ from hf_maskdp.storage import encode_anonymized_clip, read_anonymized_clip, stor
 from hf_maskdp.video import encode_mask, encode_video, mask_feature, video_feature  # noqa: E402
 
 ALICE, BOB = "hf_alice_write", "hf_bob_write"
-ANONYMIZER = {"pose_estimator": "mediapipe-pose-0.10.21", "body_model": "smplh (user-supplied)",
-              "inpainter": "opencv-telea", "refiner": "none", "seed": 1234}
-MASKDP_RECORD = {
-    "privacy_mode": "maskdp", "epsilon": 0.8731, "delta": 1e-05, "accountant": "rdp",
-    "noise_multiplier": 1.37, "per_sample_clip_norm": 1.0, "sample_rate": 0.125, "steps": 24,
-    "epochs": 3.0, "public_view": "fill", "mask_column": "sensitive_mask", "training_rows": 16, "private_records": 16, "world_size": 1,
+ANONYMIZER = {
+    "pose_estimator": "mediapipe-pose-0.10.21",
+    "body_model": "smplh (user-supplied)",
+    "inpainter": "opencv-telea",
+    "refiner": "none",
+    "seed": 1234,
 }
-NONE_RECORD = {**MASKDP_RECORD, "privacy_mode": "none", "epsilon": None, "delta": None, "accountant": None,
-               "noise_multiplier": None, "per_sample_clip_norm": None, "sample_rate": None}
+MASKDP_RECORD = {
+    "privacy_mode": "maskdp",
+    "epsilon": 0.8731,
+    "delta": 1e-05,
+    "accountant": "rdp",
+    "noise_multiplier": 1.37,
+    "per_sample_clip_norm": 1.0,
+    "sample_rate": 0.125,
+    "steps": 24,
+    "epochs": 3.0,
+    "public_view": "fill",
+    "mask_column": "sensitive_mask",
+    "training_rows": 16,
+    "private_records": 16,
+    "world_size": 1,
+}
+NONE_RECORD = {
+    **MASKDP_RECORD,
+    "privacy_mode": "none",
+    "epsilon": None,
+    "delta": None,
+    "accountant": None,
+    "noise_multiplier": None,
+    "per_sample_clip_norm": None,
+    "sample_rate": None,
+}
 
 
 def _repo(name: str, user: str = "alice") -> str:
@@ -54,17 +78,32 @@ def _clips(n: int = 3, seed: int = 0, lossless: bool = False):
     rng = np.random.default_rng(seed)
     frames = [rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8) for _ in range(n)]
     masks = [rng.random((4, 16, 16)) < 0.6 for _ in range(n)]
-    stored = [{"video": {"path": f"clip{i}.mp4", "bytes": encode_video(frames[i])}, "sensitive_mask": encode_mask(masks[i])}
-              if lossless else encode_anonymized_clip(frames[i], masks[i]) for i in range(n)]  # fmt: skip
-    rows = [
-        {**stored[i], "avatar_mask": encode_mask(~masks[i]),
-         "anonymization": ["ok", "partial: lost track", "no_person"][i % 3],
-         "provenance": anonymizer_provenance(ANONYMIZER), "label": i % 2}
+    stored = [
+        {"video": {"path": f"clip{i}.mp4", "bytes": encode_video(frames[i])}, "sensitive_mask": encode_mask(masks[i])}
+        if lossless
+        else encode_anonymized_clip(frames[i], masks[i])
         for i in range(n)
-    ]  # fmt: skip
+    ]
+    rows = [
+        {
+            **stored[i],
+            "avatar_mask": encode_mask(~masks[i]),
+            "anonymization": ["ok", "partial: lost track", "no_person"][i % 3],
+            "provenance": anonymizer_provenance(ANONYMIZER),
+            "label": i % 2,
+        }
+        for i in range(n)
+    ]
     columns = {"video": video_feature(), "sensitive_mask": mask_feature()} if lossless else storage_features()
-    features = datasets.Features({**columns, "avatar_mask": mask_feature(), "anonymization": datasets.Value("string"),
-                                  "provenance": datasets.Value("string"), "label": datasets.Value("int64")})  # fmt: skip
+    features = datasets.Features(
+        {
+            **columns,
+            "avatar_mask": mask_feature(),
+            "anonymization": datasets.Value("string"),
+            "provenance": datasets.Value("string"),
+            "label": datasets.Value("int64"),
+        }
+    )
     return datasets.Dataset.from_list(rows, features=features), masks
 
 
@@ -121,21 +160,30 @@ def test_dataset_without_masks_is_refused_before_upload(hub, tmp_path):
 
 def test_malformed_masks_are_refused(tmp_path):
     dataset, _ = _clips(2)
-    corrupt = dataset.map(lambda row, i: {"sensitive_mask": {"shape": [4, 16, 16], "packed": b"junk"} if i == 1
-                                          else row["sensitive_mask"]}, with_indices=True)
+    corrupt = dataset.map(
+        lambda row, i: {
+            "sensitive_mask": {"shape": [4, 16, 16], "packed": b"junk"} if i == 1 else row["sensitive_mask"]
+        },
+        with_indices=True,
+    )
     corrupt.save_to_disk(tmp_path / "corrupt")
     with pytest.raises(ValueError, match="row 1 has a malformed 'sensitive_mask'"):
         load_anonymized_dataset(str(tmp_path / "corrupt"))
     # Only the second row is wrong: every row's mask is checked against its clip.
-    wrong_shape = dataset.map(lambda row, i: {"sensitive_mask": encode_mask(np.ones((4, 8, 8), bool)) if i == 1
-                                              else row["sensitive_mask"]}, with_indices=True)
+    wrong_shape = dataset.map(
+        lambda row, i: {"sensitive_mask": encode_mask(np.ones((4, 8, 8), bool)) if i == 1 else row["sensitive_mask"]},
+        with_indices=True,
+    )
     with pytest.raises(ValueError, match=r"row 1 'video' is \[4, 16, 16\] \(T, H, W\) but its mask is \[4, 8, 8\]"):
         push_anonymized_dataset(wrong_shape, _repo("wrong-shape"), token=ALICE)
     # format 2: the avatar layer must fit the mask too
     small_layer = encode_anonymized_clip(np.zeros((4, 40, 40, 3), np.uint8), np.ones((4, 40, 40), bool))["avatar_layer"]
-    wrong_layer = dataset.map(lambda row, i: {"avatar_layer": small_layer if i == 1 else row["avatar_layer"]},
-                              with_indices=True)  # fmt: skip
-    with pytest.raises(ValueError, match=r"row 1 'avatar_layer' is \[4, 40, 40\] \(T, H, W\) but its mask is \[4, 16, 16\]"):
+    wrong_layer = dataset.map(
+        lambda row, i: {"avatar_layer": small_layer if i == 1 else row["avatar_layer"]}, with_indices=True
+    )
+    with pytest.raises(
+        ValueError, match=r"row 1 'avatar_layer' is \[4, 40, 40\] \(T, H, W\) but its mask is \[4, 16, 16\]"
+    ):
         push_anonymized_dataset(wrong_layer, _repo("wrong-layer"), token=ALICE)
 
 
@@ -183,12 +231,25 @@ print("RESULT" + json.dumps(out))
 
     card = DatasetCard.load(repo_id, repo_type="dataset", token=ALICE)
     text = card.content
-    for fact in ("mediapipe-pose-0.10.21", "smplh (user-supplied)", "opencv-telea", "| 1234 |",
-                 "**`True` means the pixel may carry real-world", "MaskDP relies on `sensitive_mask`",
-                 "The backgrounds are real", "Clips: 3", "Frames: 12", "People replaced: 4",
-                 "`no_person`: 1, `ok`: 1, `partial`: 1", "non-commercial", "MaskDPTrainer",
-                 "Storage format 2 (3 clips)", "H.264 yuv420p at crf 18 and `avatar_layer` at crf 23, preset veryfast", "hf_maskdp.read_anonymized_clip",
-                 f'load_anonymized_dataset("{repo_id}"'):
+    for fact in (
+        "mediapipe-pose-0.10.21",
+        "smplh (user-supplied)",
+        "opencv-telea",
+        "| 1234 |",
+        "**`True` means the pixel may carry real-world",
+        "MaskDP relies on `sensitive_mask`",
+        "The backgrounds are real",
+        "Clips: 3",
+        "Frames: 12",
+        "People replaced: 4",
+        "`no_person`: 1, `ok`: 1, `partial`: 1",
+        "non-commercial",
+        "MaskDPTrainer",
+        "Storage format 2 (3 clips)",
+        "H.264 yuv420p at crf 18 and `avatar_layer` at crf 23, preset veryfast",
+        "hf_maskdp.read_anonymized_clip",
+        f'load_anonymized_dataset("{repo_id}"',
+    ):
         assert fact in text, fact
     # datasets' own metadata survived the card rewrite (it is what load_dataset reads the features from)
     assert card.data["configs"][0]["config_name"] == "default" and "maskdp" in card.data["tags"]
@@ -234,7 +295,9 @@ def test_local_save_to_disk_round_trip(tmp_path, caplog, lossless):
     assert loaded[1]["avatar_mask"].dtype == bool
     np.testing.assert_array_equal(loaded[1]["avatar_mask"], ~masks[1])
     assert loaded[1]["video"]["bytes"] == dataset[1]["video"]["bytes"]
-    frames, mask = read_anonymized_clip(loaded[1])  # masks already decoded by the loader: read_anonymized_clip takes both
+    frames, mask = read_anonymized_clip(
+        loaded[1]
+    )  # masks already decoded by the loader: read_anonymized_clip takes both
     np.testing.assert_array_equal(mask, masks[1])
     np.testing.assert_array_equal(frames, read_anonymized_clip(dataset[1])[0])
 
@@ -243,15 +306,30 @@ def test_local_save_to_disk_round_trip(tmp_path, caplog, lossless):
 
 
 def test_model_card_states_the_budget_spent(tmp_path):
-    card = write_model_card(tmp_path, MASKDP_RECORD, model_name="tiny-maskdp",
-                            dataset_info={"name": "alice/clips", "split": "train", "anonymizer": ANONYMIZER},
-                            eval_results={"eval_accuracy": 0.625, "eval_runtime": 1.5})
+    card = write_model_card(
+        tmp_path,
+        MASKDP_RECORD,
+        model_name="tiny-maskdp",
+        dataset_info={"name": "alice/clips", "split": "train", "anonymizer": ANONYMIZER},
+        eval_results={"eval_accuracy": 0.625, "eval_runtime": 1.5},
+    )
     text = (tmp_path / "README.md").read_text()
     assert text == str(card)
-    for fact in ("(ε = 0.8731, δ = 1e-05)-MaskDP", "| ε spent | 0.8731 |", "| δ | 1e-05 |", "| Accountant | rdp |",
-                 "| Noise multiplier σ | 1.37 |", "| Per-sample clip norm C | 1.0 |", "| Sampling rate q (Poisson) | 0.125 |",
-                 "| Optimizer steps | 24 |", "| Epochs | 3.0 |", "Not protected**: the labels, the masks themselves, and the avatars' pose",
-                 "alice/clips", "smplh (user-supplied)", "| accuracy | 0.6250 |"):
+    for fact in (
+        "(ε = 0.8731, δ = 1e-05)-MaskDP",
+        "| ε spent | 0.8731 |",
+        "| δ | 1e-05 |",
+        "| Accountant | rdp |",
+        "| Noise multiplier σ | 1.37 |",
+        "| Per-sample clip norm C | 1.0 |",
+        "| Sampling rate q (Poisson) | 0.125 |",
+        "| Optimizer steps | 24 |",
+        "| Epochs | 3.0 |",
+        "Not protected**: the labels, the masks themselves, and the avatars' pose",
+        "alice/clips",
+        "smplh (user-supplied)",
+        "| accuracy | 0.6250 |",
+    ):
         assert fact in text, fact
     assert "runtime" not in text
     result = card.data.eval_results[0]
@@ -266,11 +344,14 @@ def test_model_card_for_a_non_private_run_says_so_plainly(tmp_path):
     assert "differential-privacy" not in text
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"epsilon": 0.0}, "epsilon must be null"),  # `none` claiming ε = 0 would be a false guarantee
-    ({"privacy_mode": "maskdp", "epsilon": None}, "needs a finite epsilon"),
-    ({"privacy_mode": "dp"}, "unknown"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"epsilon": 0.0}, "epsilon must be null"),  # `none` claiming ε = 0 would be a false guarantee
+        ({"privacy_mode": "maskdp", "epsilon": None}, "needs a finite epsilon"),
+        ({"privacy_mode": "dp"}, "unknown"),
+    ],
+)
 def test_inconsistent_privacy_records_are_refused(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         write_model_card(tmp_path, {**NONE_RECORD, **change})
@@ -281,8 +362,17 @@ def test_inconsistent_privacy_records_are_refused(tmp_path, change, message):
 def _tiny_videomae(output_dir):
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
-    config = VideoMAEConfig(image_size=16, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=16,
-                            num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=2)
+    config = VideoMAEConfig(
+        image_size=16,
+        patch_size=8,
+        num_frames=4,
+        tubelet_size=2,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=2,
+    )
     model = VideoMAEForVideoClassification(config)
     model.config.maskdp = MASKDP_RECORD
     model.save_pretrained(output_dir)

@@ -96,8 +96,11 @@ def test_ucf101_bad_layouts_name_what_is_missing(ucf_root):
 # --------------------------------------------------------------------------- HMDB-51
 
 HMDB_SPLIT_1 = {  # class -> [(file, id)], id 1 = train, 2 = test, 0 = unused
-    "brush_hair": [("April_09_brush_hair_u_nm_np1_ba_goo_0.avi", 1), ("Blonde_being_brushed_brush_hair_f_nm_np2_ri_med_0.avi", 2),
-                   ("Brushing_Hair_with_Beth_brush_hair_h_cm_np1_le_bad_1.avi", 0)],
+    "brush_hair": [
+        ("April_09_brush_hair_u_nm_np1_ba_goo_0.avi", 1),
+        ("Blonde_being_brushed_brush_hair_f_nm_np2_ri_med_0.avi", 2),
+        ("Brushing_Hair_with_Beth_brush_hair_h_cm_np1_le_bad_1.avi", 0),
+    ],
     "wave": [("21_wave_u_nm_np1_fr_goo_0.avi", 1), ("50_FIRST_DATES_wave_f_cm_np1_fr_med_3.avi", 2)],
 }
 
@@ -110,7 +113,9 @@ def hmdb_root(tmp_path):
         _write_clips(tmp_path / "hmdb51_org" / class_name, [name for name, _ in entries])
         # the official files end each line with a space
         (lists / f"{class_name}_test_split1.txt").write_text("".join(f"{name} {use} \n" for name, use in entries))
-        (lists / f"{class_name}_test_split2.txt").write_text("".join(f"{name} {3 - use if use else 0} \n" for name, use in entries))
+        (lists / f"{class_name}_test_split2.txt").write_text(
+            "".join(f"{name} {3 - use if use else 0} \n" for name, use in entries)
+        )
     return tmp_path
 
 
@@ -124,7 +129,12 @@ def test_hmdb51_reads_split_ids_and_name_tags(hmdb_root):
     row = test[1]
     assert row["video_id"] == "Blonde_being_brushed_brush_hair_f_nm_np2_ri_med_0"
     assert (row["visible_body"], row["camera_motion"], row["annotated_people"], row["viewpoint"], row["quality"]) == (
-        "full body", False, 2, "right", "medium")
+        "full body",
+        False,
+        2,
+        "right",
+        "medium",
+    )
     assert test[0]["camera_motion"] is True
     np.testing.assert_array_equal(load_video_frames(train[1]["video"]), _frames(0))
 
@@ -175,7 +185,9 @@ def test_ntu60_cross_subject_and_cross_view(ntu_root):
 
 
 def test_ntu60_bad_layouts(ntu_root, tmp_path):
-    with pytest.raises(ValueError, match=r"unknown protocol 'cross_setup'; choose one of \['cross_subject', 'cross_view'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown protocol 'cross_setup'; choose one of \['cross_subject', 'cross_view'\]"
+    ):
         load_ntu_rgbd60(ntu_root, protocol="cross_setup")
     (tmp_path / "other").mkdir()
     with pytest.raises(FileNotFoundError, match="no SsssCcccPpppRrrrAaaa_rgb.avi files"):
@@ -249,5 +261,8 @@ def test_detect_and_load_layout(ucf_root, tmp_path):
     (tmp_path / "unknown").mkdir()
     with pytest.raises(ValueError, match="cannot tell the dataset layout"):
         detect_layout(tmp_path / "unknown")
-    with pytest.raises(ValueError, match=r"unknown dataset layout 'kinetics'; choose one of \['hmdb51', 'ntu60', 'smarthome', 'ucf101'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown dataset layout 'kinetics'; choose one of \['hmdb51', 'ntu60', 'smarthome', 'ucf101'\]",
+    ):
         load_layout("kinetics", ucf_root)

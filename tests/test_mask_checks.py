@@ -15,7 +15,7 @@ datasets = pytest.importorskip("datasets")
 from hf_maskdp.hub import load_anonymized_dataset, write_model_card  # noqa: E402
 from hf_maskdp.privacy.mask_checks import anonymizer_provenance, check_masks  # noqa: E402
 from hf_maskdp.training.trainer import MaskDPTrainer  # noqa: E402
-from hf_maskdp.video import decode_mask, encode_mask, encode_video, mask_feature, video_feature  # noqa: E402
+from hf_maskdp.video import encode_mask, encode_video, mask_feature, video_feature  # noqa: E402
 
 ALL_PUBLIC = encode_mask(np.zeros((6, 20, 24), bool))
 
@@ -23,10 +23,16 @@ ALL_PUBLIC = encode_mask(np.zeros((6, 20, 24), bool))
 def _dataset(rows):
     """Rows (maskdp_helpers.make_rows) stored as the anonymizer stores them: mp4 bytes, packed masks."""
     columns = [c for c in ("sensitive_mask", "avatar_mask", "provenance") if c in rows[0]]
-    features = {"video": video_feature(), "label": datasets.Value("int64"),
-                **{c: datasets.Value("string") if c == "provenance" else mask_feature() for c in columns}}
-    data = {"video": [{"path": None, "bytes": encode_video(r["video"])} for r in rows],
-            "label": [r["label"] for r in rows], **{c: [r[c] for r in rows] for c in columns}}
+    features = {
+        "video": video_feature(),
+        "label": datasets.Value("int64"),
+        **{c: datasets.Value("string") if c == "provenance" else mask_feature() for c in columns},
+    }
+    data = {
+        "video": [{"path": None, "bytes": encode_video(r["video"])} for r in rows],
+        "label": [r["label"] for r in rows],
+        **{c: [r[c] for r in rows] for c in columns},
+    }
     return datasets.Dataset.from_dict(data, features=datasets.Features(features))
 
 
@@ -36,8 +42,9 @@ def _forged(rows, which=(1, 3)):
 
 
 def _trainer(tmp_path, rows, **overrides):
-    return MaskDPTrainer(model=tiny_model(), args=tiny_args(tmp_path, **overrides), train_dataset=rows,
-                         data_collator=tiny_collator())
+    return MaskDPTrainer(
+        model=tiny_model(), args=tiny_args(tmp_path, **overrides), train_dataset=rows, data_collator=tiny_collator()
+    )
 
 
 # --------------------------------------------------------------------------- the check itself
@@ -48,8 +55,12 @@ def test_public_outside_the_avatar_is_found_on_the_packed_bits():
     sensitive = np.ones(shape, bool)
     sensitive[:, 1:3, 2:5] = False
     avatar = ~sensitive
-    row = {"video": np.zeros((*shape, 3), np.uint8), "sensitive_mask": encode_mask(sensitive),
-           "avatar_mask": encode_mask(avatar), "provenance": anonymizer_provenance()}
+    row = {
+        "video": np.zeros((*shape, 3), np.uint8),
+        "sensitive_mask": encode_mask(sensitive),
+        "avatar_mask": encode_mask(avatar),
+        "provenance": anonymizer_provenance(),
+    }
     assert check_masks([row]).fully_public == []
     for t, y, x in [(0, 1, 2), (2, 2, 4)]:  # one public pixel outside the avatar, first and last of the box
         avatar_short = avatar.copy()
@@ -58,7 +69,11 @@ def test_public_outside_the_avatar_is_found_on_the_packed_bits():
             check_masks([{**row, "avatar_mask": encode_mask(avatar_short)}])
     # decoded arrays (a dataset read through its transform) are checked the same way
     assert check_masks([{**row, "sensitive_mask": sensitive, "avatar_mask": avatar}]).rows == 1
-    everything = {**row, "sensitive_mask": encode_mask(np.zeros(shape, bool)), "avatar_mask": encode_mask(np.ones(shape, bool))}
+    everything = {
+        **row,
+        "sensitive_mask": encode_mask(np.zeros(shape, bool)),
+        "avatar_mask": encode_mask(np.ones(shape, bool)),
+    }
     assert check_masks([row, everything]).fully_public == [1]
 
 
@@ -83,8 +98,9 @@ def test_forged_masks_are_refused_by_the_loader_naming_the_rows(tmp_path):
 def test_provenance_survives_the_hub_and_a_forged_push_is_refused_on_load(hub, tmp_path):
     rows = make_rows(3, mask="random")
     _dataset(rows).push_to_hub("alice/vouched", token="hf_alice_write", private=True)  # datasets' own push
-    loaded = load_anonymized_dataset("alice/vouched", split="train", token="hf_alice_write",
-                                     cache_dir=str(tmp_path / "c1"))
+    loaded = load_anonymized_dataset(
+        "alice/vouched", split="train", token="hf_alice_write", cache_dir=str(tmp_path / "c1")
+    )
     assert json.loads(loaded[0]["provenance"])["invariant"] == "public ⊆ avatar"
     _dataset(_forged(rows, which=(2,))).push_to_hub("alice/forged", token="hf_alice_write", private=True)
     with pytest.raises(ValueError, match=r"rows \(rows 2\) have public pixels outside"):
@@ -118,8 +134,10 @@ def test_trainer_refuses_forged_masks_before_any_step(tmp_path, mode):
 
 
 def test_trust_masks_override_is_recorded_and_stated_on_the_card(tmp_path, caplog):
-    rows = [{"video": r["video"], "sensitive_mask": r["sensitive_mask"], "label": r["label"]}
-            for r in make_rows(4, mask="random")]  # masks from elsewhere: no avatar, no provenance
+    rows = [
+        {"video": r["video"], "sensitive_mask": r["sensitive_mask"], "label": r["label"]}
+        for r in make_rows(4, mask="random")
+    ]  # masks from elsewhere: no avatar, no provenance
     rows[2]["sensitive_mask"] = ALL_PUBLIC
     with caplog.at_level(logging.WARNING, logger="hf_maskdp.training.trainer"):
         trainer = _trainer(tmp_path, rows, trust_masks=True)
@@ -144,8 +162,23 @@ def test_train_command_refuses_a_forged_dataset_and_trusts_on_request(tmp_path, 
     unvouched = [{k: v for k, v in r.items() if k not in ("provenance", "avatar_mask")} for r in rows]
     unvouched[1]["sensitive_mask"] = ALL_PUBLIC
     datasets.DatasetDict({"train": _dataset(unvouched)}).save_to_disk(str(tmp_path / "own"))
-    base = ["--private-batch-size", "2", "--epochs", "1", "--noise-multiplier", "1.0", "--image-size", "16",
-            "--num-frames", "4", "--layers", "1", "--hidden-size", "64", "--cpu"]
+    base = [
+        "--private-batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--noise-multiplier",
+        "1.0",
+        "--image-size",
+        "16",
+        "--num-frames",
+        "4",
+        "--layers",
+        "1",
+        "--hidden-size",
+        "64",
+        "--cpu",
+    ]
     assert main(["train", str(tmp_path / "forged"), str(tmp_path / "m1"), *base]) == 2
     err = capsys.readouterr().err
     assert "rows (rows 0) have public pixels outside 'avatar_mask'" in err and "Traceback" not in err
@@ -159,12 +192,15 @@ def test_train_command_refuses_a_forged_dataset_and_trusts_on_request(tmp_path, 
 # --------------------------------------------------------------------------- labels and shapes, before step 1
 
 
-@pytest.mark.parametrize("label, problem", [
-    (3, r"1 of 4 rows have a label outside \[0, 3\) \(first: row 2, label 3\).*num_labels=3"),
-    (-1, r"label outside \[0, 3\) \(first: row 2, label -1\)"),
-    (1.5, r"1 of 4 rows have a label that is not a class index \(first: row 2, 1.5\)"),
-    ("walk", r"not a class index \(first: row 2, 'walk'\).*class_encode_column"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "label, problem",
+    [
+        (3, r"1 of 4 rows have a label outside \[0, 3\) \(first: row 2, label 3\).*num_labels=3"),
+        (-1, r"label outside \[0, 3\) \(first: row 2, label -1\)"),
+        (1.5, r"1 of 4 rows have a label that is not a class index \(first: row 2, 1.5\)"),
+        ("walk", r"not a class index \(first: row 2, 'walk'\).*class_encode_column"),
+    ],
+)
 def test_labels_the_model_cannot_take_fail_before_training(tmp_path, label, problem):
     rows = make_rows(4)
     rows[2]["label"] = label
@@ -183,8 +219,11 @@ def test_a_wrong_mask_shape_in_a_later_row_fails_before_the_first_step(tmp_path,
     wrong = np.ones((6, 20, 20), bool)
     rows[4] = {**rows[4], "sensitive_mask": encode_mask(wrong), "avatar_mask": encode_mask(~wrong)}
     trainer = _trainer(tmp_path, _dataset(rows), privacy_mode=mode)
-    with pytest.raises(ValueError, match=r"rows 4\) have a 'sensitive_mask' whose shape is not their clip's.*"
-                                         r"'video' is \[6, 20, 24\] .* but its mask is \[6, 20, 20\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"rows 4\) have a 'sensitive_mask' whose shape is not their clip's.*"
+        r"'video' is \[6, 20, 24\] .* but its mask is \[6, 20, 20\]",
+    ):
         trainer.train()
     assert trainer.state.global_step == 0
 
@@ -213,7 +252,9 @@ def test_privacy_cli_warns_about_delta_and_refuses_pld_it_cannot_discretise(caps
     assert main(["privacy", "epsilon", "--noise-multiplier", "1e-3", *run, "--accountant", "pld"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "too small for the pld accountant" in err and "accountant='rdp'" in err
-    assert main(["privacy", "epsilon", "--noise-multiplier", "1.0", *run, "--delta", "0.1", "--dataset-size", "12"]) == 0
+    assert (
+        main(["privacy", "epsilon", "--noise-multiplier", "1.0", *run, "--delta", "0.1", "--dataset-size", "12"]) == 0
+    )
     assert "warning: delta=0.1 is larger than 1/N = 1/12" in capsys.readouterr().err
     assert main(["privacy", "epsilon", "--noise-multiplier", "1.0", *run, "--delta", "0.02"]) == 0  # N >= 1/q = 100
     assert "larger than 1/N = 1/100" in capsys.readouterr().err

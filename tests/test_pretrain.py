@@ -55,7 +55,11 @@ def test_shipped_checkpoint_matches_the_default_shape_and_reports_its_accuracy()
     config = json.loads((SHIPPED_CHECKPOINT / "config.json").read_text())
     defaults = PretrainConfig()
     assert (config["hidden_size"], config["num_hidden_layers"], config["patch_size"], config["image_size"]) == (
-        defaults.hidden_size, defaults.num_layers, defaults.patch_size, defaults.clip_size)
+        defaults.hidden_size,
+        defaults.num_layers,
+        defaults.patch_size,
+        defaults.clip_size,
+    )
     metrics = json.loads((SHIPPED_CHECKPOINT / "pretraining.json").read_text())["metrics"]
     assert metrics["test_accuracy_full_clips"] > metrics["chance"]  # pretraining itself succeeded
 

@@ -71,7 +71,9 @@ def test_saved_maskdp_model_reloads_and_its_card_states_epsilon(quickstart_dir):
     from transformers import AutoModelForVideoClassification
 
     rows = json.loads((quickstart_dir / "results.json").read_text())
-    saved = next(r for r in rows if r["setting"] == "maskdp" and r["seed"] == 0 and math.isclose(r["epsilon"], 1.0, rel_tol=0.02))
+    saved = next(
+        r for r in rows if r["setting"] == "maskdp" and r["seed"] == 0 and math.isclose(r["epsilon"], 1.0, rel_tol=0.02)
+    )
     model = AutoModelForVideoClassification.from_pretrained(quickstart_dir / "maskdp_model")
     record = model.config.maskdp
     assert record["privacy_mode"] == "maskdp" and record["epsilon"] == pytest.approx(saved["epsilon"])

@@ -83,7 +83,10 @@ def test_missed_people_are_caught_by_the_residual_check(check):
 def test_close_up_face_without_avatar_is_named_a_close_up(check):
     frames = load_video_frames(str(DATA / "close_up_face.mp4"))
     status = check.check(frames, np.zeros(frames.shape[:3], bool))
-    assert status.startswith("residual_person: close-up a body avatar cannot cover") and "close-up face in 8 of 8 frames" in status
+    assert (
+        status.startswith("residual_person: close-up a body avatar cannot cover")
+        and "close-up face in 8 of 8 frames" in status
+    )
 
 
 def test_no_false_alarm_on_real_clip_without_people(check):

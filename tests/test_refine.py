@@ -40,24 +40,68 @@ def tiny_tokenizer():
 
 def save_tiny_pipeline(path, controlnet_path=None):
     import torch
-    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        DDIMScheduler,
+        StableDiffusionImg2ImgPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
-    blocks = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, cross_attention_dim=16,
-                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"))  # fmt: skip
-    unet = UNet2DConditionModel(in_channels=4, out_channels=4, sample_size=16, up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **blocks)
-    vae = AutoencoderKL(block_out_channels=(8, 16), norm_num_groups=4, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)  # fmt: skip
-    text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=2,
-                                                vocab_size=520, bos_token_id=0, eos_token_id=1, pad_token_id=1))  # fmt: skip
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tiny_tokenizer(), unet=unet,
-                                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                          requires_safety_checker=False)  # fmt: skip
+    blocks = dict(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        cross_attention_dim=16,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    )
+    unet = UNet2DConditionModel(
+        in_channels=4, out_channels=4, sample_size=16, up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **blocks
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            vocab_size=520,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionImg2ImgPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tiny_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(path)
     if controlnet_path is not None:
-        ControlNetModel(in_channels=4, conditioning_embedding_out_channels=(8, 16), **blocks).save_pretrained(controlnet_path)
+        ControlNetModel(in_channels=4, conditioning_embedding_out_channels=(8, 16), **blocks).save_pretrained(
+            controlnet_path
+        )
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +119,20 @@ def public_refiner(model_dirs):
 def box(x0, x1, y0, y1, depth, color):
     """A box facing the camera (a person stand-in) spanning x0..x1, y0..y1 metres."""
     corners = np.array([[x, y, z] for x in (x0, x1) for y in (y0, y1) for z in (depth, depth + 0.3)])
-    faces = [[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1], [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]]
+    faces = [
+        [0, 1, 3],
+        [0, 3, 2],
+        [4, 6, 7],
+        [4, 7, 5],
+        [0, 4, 5],
+        [0, 5, 1],
+        [2, 3, 7],
+        [2, 7, 6],
+        [0, 2, 6],
+        [0, 6, 4],
+        [1, 5, 7],
+        [1, 7, 3],
+    ]
     return Mesh(corners, faces, np.tile(color, (8, 1)))
 
 
@@ -168,11 +225,17 @@ def astronaut_pose():
     pytest.importorskip("mediapipe")
     cv2 = pytest.importorskip("cv2")
     skimage_data = pytest.importorskip("skimage.data")
-    frames = np.stack([cv2.resize(skimage_data.astronaut()[10:450, 4 * t : 440 + 4 * t], (128, 128), interpolation=cv2.INTER_AREA)
-                       for t in range(3)])  # fmt: skip
+    frames = np.stack(
+        [
+            cv2.resize(skimage_data.astronaut()[10:450, 4 * t : 440 + 4 * t], (128, 128), interpolation=cv2.INTER_AREA)
+            for t in range(3)
+        ]
+    )
     (track,) = AvatarAnonymizer()._pose_source()(frames)
     pose = {"keypoints_2d": track.keypoints_2d, "keypoints_3d": track.keypoints_3d, "visibility": track.visibility}
-    other = np.stack([cv2.resize(skimage_data.chelsea()[:, 20 + 4 * t : 320 + 4 * t], (128, 128)) for t in range(3)])  # a cat
+    other = np.stack(
+        [cv2.resize(skimage_data.chelsea()[:, 20 + 4 * t : 320 + 4 * t], (128, 128)) for t in range(3)]
+    )  # a cat
     return frames, other, pose
 
 
@@ -199,7 +262,9 @@ def test_pipeline_render_refiner_keeps_the_mask_and_reads_no_real_pixel(model_di
 def test_pipeline_real_context_marks_every_avatar_pixel_sensitive(model_dirs, astronaut_pose):
     frames, other, pose = astronaut_pose
     with pytest.warns(UserWarning, match="reads real pixels"):
-        config = AnonymizerConfig(pose_source="given", seed=3, refiner=str(model_dirs[0]), refiner_options=dict(TINY, context="real"))
+        config = AnonymizerConfig(
+            pose_source="given", seed=3, refiner=str(model_dirs[0]), refiner_options=dict(TINY, context="real")
+        )
     anonymizer = AvatarAnonymizer(config)
     a, b = anonymizer.anonymize_clip(frames, {"pose": pose}), anonymizer.anonymize_clip(other, {"pose": pose})
     assert a.status == "ok" and a.refiner.endswith("(context=real)")
@@ -217,7 +282,9 @@ class RecordingRefiner(Refiner):
     calls: list
 
     def refine(self, render, appearances, seeds, frame=None):
-        self.calls.append((sorted(np.unique(render.person_index[render.coverage > 0]).tolist()), list(seeds), appearances))
+        self.calls.append(
+            (sorted(np.unique(render.person_index[render.coverage > 0]).tolist()), list(seeds), appearances)
+        )
         return super().refine(render, appearances, seeds, frame=frame)
 
 
@@ -249,7 +316,9 @@ def test_pipeline_refiner_options_are_checked(model_dirs, tmp_path):
     with pytest.raises(ValueError, match="context='pixels'"):
         AnonymizerConfig(refiner="x", refiner_options='{"context": "pixels"}')  # JSON, as from a command line
     anonymizer = AvatarAnonymizer(refiner=str(tmp_path / "no-such-model"))
-    with pytest.raises(FileNotFoundError, match="no-such-model' is not a diffusers pipeline"):  # stops the run, not a clip status
+    with pytest.raises(
+        FileNotFoundError, match="no-such-model' is not a diffusers pipeline"
+    ):  # stops the run, not a clip status
         anonymizer.anonymize_clip(np.zeros((1, 32, 32, 3), np.uint8))
 
 
@@ -267,9 +336,23 @@ def test_cli_smplh_body_and_refiner_in_real_context(model_dirs, astronaut_pose, 
     (tmp_path / "in" / "wave" / "clip.mp4").write_bytes(encode_video(frames))
     smplh = write_synthetic_smplh(tmp_path / "SMPLH_NEUTRAL.npz")
     with pytest.warns(UserWarning, match="reads real pixels"):
-        code = main(["anonymize", str(tmp_path / "in"), str(tmp_path / "out"), "--body-model", "smplh",
-                     "--smplh-model-path", str(smplh), "--refiner", str(model_dirs[0]), "--refiner-context", "real",
-                     "--refiner-options", json.dumps(TINY)])  # fmt: skip
+        code = main(
+            [
+                "anonymize",
+                str(tmp_path / "in"),
+                str(tmp_path / "out"),
+                "--body-model",
+                "smplh",
+                "--smplh-model-path",
+                str(smplh),
+                "--refiner",
+                str(model_dirs[0]),
+                "--refiner-context",
+                "real",
+                "--refiner-options",
+                json.dumps(TINY),
+            ]
+        )
     assert code == 0, capsys.readouterr().err
     (row,) = datasets.load_from_disk(str(tmp_path / "out"))["train"]
     assert row["anonymization"] == "ok" and decode_mask(row["sensitive_mask"]).all()  # real context: nothing public

@@ -30,7 +30,9 @@ def _script(name: str):
 
 @pytest.mark.parametrize("name", ["anonymize_dataset.py", "train_maskdp.py"])
 def test_script_help(name):
-    result = subprocess.run([sys.executable, str(SCRIPTS / name), "--help"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / name), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "output_dir" in result.stdout and "--push" in result.stdout
 
@@ -73,7 +75,9 @@ def tiny_ucf101(tmp_path_factory) -> Path:
     lists.mkdir()
     (lists / "classInd.txt").write_text("1 Archery\r\n2 Bowling\r\n")
     for split in (1, 2):
-        (lists / f"trainlist0{split}.txt").write_text("Archery/v_Archery_g08_c01.avi 1\r\nArchery/v_Archery_g09_c02.avi 1\r\n")
+        (lists / f"trainlist0{split}.txt").write_text(
+            "Archery/v_Archery_g08_c01.avi 1\r\nArchery/v_Archery_g09_c02.avi 1\r\n"
+        )
     (lists / "testlist01.txt").write_text("Bowling/v_Bowling_g01_c01.avi\r\n")
     (lists / "testlist02.txt").write_text("Bowling/v_Bowling_g02_c01.avi\r\n")
     return root
@@ -83,7 +87,8 @@ def tiny_ucf101(tmp_path_factory) -> Path:
 def anonymized_ucf101(tiny_ucf101, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("anonymized") / "ucf101-anonymized"
     code = _script("anonymize_dataset.py").main(
-        ["--input", str(tiny_ucf101), "--output_dir", str(output), "--max_frames", "3", "--seed", "7"])
+        ["--input", str(tiny_ucf101), "--output_dir", str(output), "--max_frames", "3", "--seed", "7"]
+    )
     assert code == 0
     return output
 
@@ -109,7 +114,16 @@ def test_anonymize_script_on_a_ucf101_folder(anonymized_ucf101):
 def test_anonymize_script_withholds_a_clip_with_nobody_to_replace(tiny_ucf101, tmp_path):
     from datasets import load_from_disk
 
-    argv = ["--input", str(tiny_ucf101), "--output_dir", str(tmp_path / "out"), "--official_split", "2", "--splits", "test"]
+    argv = [
+        "--input",
+        str(tiny_ucf101),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--official_split",
+        "2",
+        "--splits",
+        "test",
+    ]
     assert _script("anonymize_dataset.py").main(argv) == 0
     test = load_from_disk(str(tmp_path / "out"))["test"]
     # never published as anonymized: no video, and the status says why
@@ -121,8 +135,23 @@ def test_anonymize_script_pushes_private_by_default(tiny_ucf101, tmp_path, hub):
 
     script = _script("anonymize_dataset.py")
     repo = "alice/ucf101-anonymized-script"
-    argv = ["--input", str(tiny_ucf101), "--output_dir", str(tmp_path / "out"), "--splits", "train",
-            "--max_clips", "1", "--max_frames", "2", "--keep_identity_columns", "--push_to_hub", repo, "--token", ALICE]
+    argv = [
+        "--input",
+        str(tiny_ucf101),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--splits",
+        "train",
+        "--max_clips",
+        "1",
+        "--max_frames",
+        "2",
+        "--keep_identity_columns",
+        "--push_to_hub",
+        repo,
+        "--token",
+        ALICE,
+    ]
     assert script.main(argv) == 0
     info = HfApi().repo_info(repo, repo_type="dataset", token=ALICE)
     assert info.private
@@ -136,7 +165,9 @@ def test_anonymize_script_bad_input_gives_one_clear_line(tiny_ucf101, anonymized
     assert "input folder not found" in capsys.readouterr().err
     assert script.main(["--input", str(tiny_ucf101), "--output_dir", str(anonymized_ucf101)]) == 2
     assert "is not empty; choose a new folder" in capsys.readouterr().err
-    assert script.main(["--input", str(tiny_ucf101), "--output_dir", str(tmp_path / "o"), "--splits", "validation"]) == 2
+    assert (
+        script.main(["--input", str(tiny_ucf101), "--output_dir", str(tmp_path / "o"), "--splits", "validation"]) == 2
+    )
     assert "no split ['validation'] in the input" in capsys.readouterr().err
     assert script.main(["--input", str(tmp_path), "--output_dir", str(tmp_path / "o"), "--errors", "ignore"]) == 2
     assert "errors='ignore'" in capsys.readouterr().err
@@ -148,10 +179,32 @@ def test_train_script_runs_two_maskdp_steps_on_the_anonymized_folder(anonymized_
     output = tmp_path / "model"
     tiny_model = ["--num-frames", "2", "--image-size", "32", "--layers", "1", "--hidden-size", "64"]
     result = subprocess.run(
-        [sys.executable, str(SCRIPTS / "train_maskdp.py"), str(anonymized_ucf101), str(output), "--eval-split", "test",
-         "--privacy-mode", "maskdp", "--noise-multiplier", "1.0", "--max-steps", "2", "--private-batch-size", "2",
-         "--public-batch-size", "1", "--micro-batch-size", "2", *tiny_model],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        [
+            sys.executable,
+            str(SCRIPTS / "train_maskdp.py"),
+            str(anonymized_ucf101),
+            str(output),
+            "--eval-split",
+            "test",
+            "--privacy-mode",
+            "maskdp",
+            "--noise-multiplier",
+            "1.0",
+            "--max-steps",
+            "2",
+            "--private-batch-size",
+            "2",
+            "--public-batch-size",
+            "1",
+            "--micro-batch-size",
+            "2",
+            *tiny_model,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((output / "maskdp_privacy.json").read_text())
     assert record["privacy_mode"] == "maskdp" and record["steps"] == 2 and record["training_rows"] == 2

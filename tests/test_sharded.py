@@ -4,7 +4,6 @@ description run as its array tasks would, and a local Ray cluster."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -88,8 +87,15 @@ def finished_run(saved_dataset, tmp_path_factory):
 @given(sizes=st.lists(st.integers(0, 30), min_size=1, max_size=4), tasks=st.integers(1, 40))
 def test_tasks_cover_every_row_exactly_once_in_order(sizes, tasks):
     splits = {f"s{i}": n for i, n in enumerate(sizes)}
-    plan = ShardPlan(input="x", split=None, video_column="video", tasks=tasks, splits=splits, keys_sha256="", anonymizer={})
-    rows = [(split, index) for rank in range(tasks) for split, start, stop in plan.ranges(rank) for index in range(start, stop)]
+    plan = ShardPlan(
+        input="x", split=None, video_column="video", tasks=tasks, splits=splits, keys_sha256="", anonymizer={}
+    )
+    rows = [
+        (split, index)
+        for rank in range(tasks)
+        for split, start, stop in plan.ranges(rank)
+        for index in range(start, stop)
+    ]
     assert rows == [(split, index) for split, n in splits.items() for index in range(n)]
     names = [plan.shard_name(split, rank) for rank in range(tasks) for split, _, _ in plan.ranges(rank)]
     assert len(names) == len(set(names))  # one file per (task, split): nothing overwrites another task's rows
@@ -98,13 +104,17 @@ def test_tasks_cover_every_row_exactly_once_in_order(sizes, tasks):
 def test_progress_counts_earlier_tasks_as_done_and_rates_this_run_only(tmp_path):
     from hf_maskdp.anonymize.sharded import ProgressMonitor, _write_json
 
-    plan = ShardPlan(input="x", split=None, video_column="video", tasks=4, splits={"train": 40}, keys_sha256="", anonymizer={})
+    plan = ShardPlan(
+        input="x", split=None, video_column="video", tasks=4, splits={"train": 40}, keys_sha256="", anonymizer={}
+    )
     monitor = ProgressMonitor(tmp_path, plan)
     ten_seconds_in = monitor.started + 10
     folder = tmp_path / ".hf_maskdp/progress"
     earlier, now = monitor.started - 100, monitor.started + 1
     _write_json(folder / "00000.json", {"rank": 0, "clips": 10, "frames": 160, "done": True, "started": earlier})
-    _write_json(folder / "00001.json", {"rank": 1, "clips": 4, "frames": 64, "done": False, "started": earlier})  # killed
+    _write_json(
+        folder / "00001.json", {"rank": 1, "clips": 4, "frames": 64, "done": False, "started": earlier}
+    )  # killed
     _write_json(folder / "00002.json", {"rank": 2, "clips": 5, "frames": 80, "done": False, "started": now})
     snapshot = monitor.snapshot(now=ten_seconds_in)
     assert snapshot["clips"] == 15 and snapshot["total"] == 40  # the killed task's 4 clips will be redone
@@ -130,9 +140,11 @@ def test_shards_load_as_one_dataset_in_input_order(finished_run, saved_dataset):
         assert part["identity"] == source[name]["identity"]  # input columns pass through, in order
     # 5 rows in 3 tasks: 1 + 2 + 2; task 1 holds the last train row and the first test row.
     assert sorted(p.name for p in (output / "data").glob("*")) == [
-        "test-00001-of-00003.parquet", "test-00002-of-00003.parquet",
-        "train-00000-of-00003.parquet", "train-00001-of-00003.parquet",
-    ]  # fmt: skip
+        "test-00001-of-00003.parquet",
+        "test-00002-of-00003.parquet",
+        "train-00000-of-00003.parquet",
+        "train-00001-of-00003.parquet",
+    ]
     assert not list((output / ".hf_maskdp/tmp").iterdir())
     assert "this run: 3 tasks (5 clips)" in result.stdout and "anonymized 5 clips" in result.stdout
     progress = re.search(r"anonymize: 5/5 clips, ([\d.]+) frames/s, ETA 00:00:00", result.stderr)
@@ -209,8 +221,13 @@ def test_a_run_killed_midway_resumes_without_duplicates_or_gaps(clip_folder, tmp
     output = tmp_path / "out"
     argv = [str(clip_folder), str(output), "--tasks", "4", "--workers", "2", "--batch-size", "1", "--max-frames", "3"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    run = subprocess.Popen([sys.executable, "-m", "hf_maskdp.cli", "anonymize", *argv], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    run = subprocess.Popen(
+        [sys.executable, "-m", "hf_maskdp.cli", "anonymize", *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     # Kill when at least one task is complete and another has written part of its rows.
     deadline = time.time() + 400
     while time.time() < deadline and run.poll() is None:
@@ -250,9 +267,9 @@ def _fake_cluster_commands(folder: Path) -> None:
     folder.mkdir()
     scripts = {
         "sbatch": f'#!/bin/bash\nn=$(ls {folder}/job_*.sh 2>/dev/null | wc -l)\ncp "${{@: -1}}" {folder}/job_$n.sh\n'
-                  f'echo "$@" > {folder}/job_$n.args\necho "Submitted batch job $((100 + n))"\n',
+        f'echo "$@" > {folder}/job_$n.args\necho "Submitted batch job $((100 + n))"\n',
         "scontrol": "#!/bin/bash\necho localhost\n",
-    }  # fmt: skip
+    }
     for name, text in scripts.items():
         (folder / name).write_text(text)
         (folder / name).chmod(stat.S_IRWXU)
@@ -262,12 +279,32 @@ def test_slurm_job_array_description_runs_as_array_tasks(saved_dataset, tmp_path
     bin_dir, output = tmp_path / "bin", tmp_path / "out"
     _fake_cluster_commands(bin_dir)
     path = f"{bin_dir}:{os.environ['PATH']}"
-    argv = [str(saved_dataset), str(output), "--tasks", "2", "--workers", "2", "--max-frames", "2", "--split", "test",
-            "--executor", "slurm", "--slurm-partition", "cpu", "--slurm-time", "2:00:00", "--slurm-mem-per-cpu-gb", "3"]
+    argv = [
+        str(saved_dataset),
+        str(output),
+        "--tasks",
+        "2",
+        "--workers",
+        "2",
+        "--max-frames",
+        "2",
+        "--split",
+        "test",
+        "--executor",
+        "slurm",
+        "--slurm-partition",
+        "cpu",
+        "--slurm-time",
+        "2:00:00",
+        "--slurm-mem-per-cpu-gb",
+        "3",
+    ]
     submitted = cli(*argv, env={"PATH": path})
     assert "submitted 2 tasks (3 clips) to Slurm" in submitted.stdout
     script = (bin_dir / "job_0.sh").read_text()  # the job array; job_1 is datatrove's stats merge after it
-    directives = dict(line[len("#SBATCH --"):].partition("=")[::2] for line in script.splitlines() if line.startswith("#SBATCH"))
+    directives = dict(
+        line[len("#SBATCH --") :].partition("=")[::2] for line in script.splitlines() if line.startswith("#SBATCH")
+    )
     assert directives["array"] == "0-1%2" and directives["partition"] == "cpu" and directives["time"] == "2:00:00"
     assert directives["cpus-per-task"] == "1" and directives["mem-per-cpu"] == "3G"
     assert directives["job-name"] == "hf-maskdp-anonymize"
@@ -279,8 +316,15 @@ def test_slurm_job_array_description_runs_as_array_tasks(saved_dataset, tmp_path
     assert not (output / "data").exists()  # submitted, nothing run here
 
     for task in ("0", "1"):  # what each array task runs on its node
-        env = {**os.environ, "PATH": path, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-               "SLURM_ARRAY_TASK_ID": task, "SLURM_NODELIST": "localhost", "SLURM_JOB_ID": "100"}  # fmt: skip
+        env = {
+            **os.environ,
+            "PATH": path,
+            "PYTHONPATH": str(REPO),
+            "OMP_NUM_THREADS": "1",
+            "SLURM_ARRAY_TASK_ID": task,
+            "SLURM_NODELIST": "localhost",
+            "SLURM_JOB_ID": "100",
+        }
         launcher = Path(sys.executable).parent / "launch_pickled_pipeline"
         subprocess.run([str(launcher), str(pickled)], env=env, check=True, capture_output=True)
     done = cli(*argv, env={"PATH": path})  # all done: the summary, no new submission
@@ -293,8 +337,21 @@ def test_ray_executor_on_a_local_cluster(saved_dataset, tmp_path):
     from hf_maskdp import load_anonymized_dataset
 
     output = tmp_path / "out"
-    result = cli(str(saved_dataset), str(output), "--tasks", "2", "--workers", "2", "--max-frames", "2",
-                 "--split", "test", "--executor", "ray", env={"RAY_DISABLE_USAGE_STATS": "1"})  # fmt: skip
+    result = cli(
+        str(saved_dataset),
+        str(output),
+        "--tasks",
+        "2",
+        "--workers",
+        "2",
+        "--max-frames",
+        "2",
+        "--split",
+        "test",
+        "--executor",
+        "ray",
+        env={"RAY_DISABLE_USAGE_STATS": "1"},
+    )
     assert "this run: 2 tasks (3 clips)" in result.stdout
     assert load_anonymized_dataset(str(output))["test"]["source"] == ["test/0", "test/1", "test/2"]
 

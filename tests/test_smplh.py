@@ -125,9 +125,13 @@ def test_shape_and_colours_come_from_the_appearance(model_path, body):
     assert tall.rest_joints()[JOINT["head"], 1] > body.rest_joints()[JOINT["head"], 1] + 0.05
     look = Appearance.sample(np.random.default_rng(3))
     first, again = SMPLHBody(look, model_path=model_path), SMPLHBody(look, model_path=model_path)
-    np.testing.assert_array_equal(first.pose(np.zeros((21, 3)))[0].vertex_colors, again.pose(np.zeros((21, 3)))[0].vertex_colors)
+    np.testing.assert_array_equal(
+        first.pose(np.zeros((21, 3)))[0].vertex_colors, again.pose(np.zeros((21, 3)))[0].vertex_colors
+    )
     colors = first.pose(np.zeros((21, 3)))[0].vertex_colors
-    assert np.isclose(colors, look.shirt, atol=1e-6).all(1).any() and np.isclose(colors, look.skin, atol=1e-6).all(1).any()
+    assert (
+        np.isclose(colors, look.shirt, atol=1e-6).all(1).any() and np.isclose(colors, look.skin, atol=1e-6).all(1).any()
+    )
 
 
 def test_renders_with_mesh_renderer(body):

@@ -37,11 +37,26 @@ def tiny_videomae(folder) -> str:
 
     torch.manual_seed(0)
     config = VideoMAEConfig(
-        image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=32, num_hidden_layers=1,
-        num_attention_heads=2, intermediate_size=64, num_labels=3, id2label=LABELS,
+        image_size=32,
+        patch_size=16,
+        num_frames=4,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+        id2label=LABELS,
         label2id={v: k for k, v in LABELS.items()},
     )
-    config.maskdp = {"privacy_mode": "maskdp", "epsilon": 1.0, "delta": 1e-5, "accountant": "rdp", "training_rows": 60, "private_records": 60}
+    config.maskdp = {
+        "privacy_mode": "maskdp",
+        "epsilon": 1.0,
+        "delta": 1e-5,
+        "accountant": "rdp",
+        "training_rows": 60,
+        "private_records": 60,
+    }
     VideoMAEForVideoClassification(config).save_pretrained(folder)
     return str(folder)
 
@@ -132,7 +147,7 @@ def test_anonymize_the_astronaut_example(space):
 
     # The page shows what the map function computes: run it here on the same clip and compare.
     from hf_maskdp import read_anonymized_clip
-    from hf_maskdp.anonymize.pipeline import AvatarAnonymizer, AnonymizerConfig
+    from hf_maskdp.anonymize.pipeline import AnonymizerConfig, AvatarAnonymizer
 
     out = AvatarAnonymizer(AnonymizerConfig(body_model="mannequin", seed=0))({"video": [source]})
     expected, sensitive = read_anonymized_clip({key: values[0] for key, values in out.items()})
@@ -141,7 +156,11 @@ def test_anonymize_the_astronaut_example(space):
     assert np.abs(shown - expected).mean() < 3
     # The overlay tints exactly the sensitive pixels red.
     tinted = load_video_frames(video_path(overlay)).astype(int)
-    redness = tinted[..., 0] - (tinted[..., 1] + tinted[..., 2]) / 2 - (expected[..., 0] - (expected[..., 1] + expected[..., 2]) / 2)
+    redness = (
+        tinted[..., 0]
+        - (tinted[..., 1] + tinted[..., 2]) / 2
+        - (expected[..., 0] - (expected[..., 1] + expected[..., 2]) / 2)
+    )
     assert redness[sensitive].mean() > 40 and abs(redness[~sensitive].mean()) < 10
 
 
@@ -153,8 +172,15 @@ def test_anonymize_works_from_any_request_thread(space):
     statuses = []
 
     def request():
-        result = app.anonymize(str(root / "cache" / "astronaut_pan_zoom.mp4"), "mannequin", 1, "opencv", False,
-                               limits=LIMITS, progress=lambda *args, **kwargs: None)
+        result = app.anonymize(
+            str(root / "cache" / "astronaut_pan_zoom.mp4"),
+            "mannequin",
+            1,
+            "opencv",
+            False,
+            limits=LIMITS,
+            progress=lambda *args, **kwargs: None,
+        )
         statuses.append(result[3])
 
     for _ in range(2):
@@ -199,7 +225,9 @@ def test_bad_uploads_get_clear_messages(space, tmp_path):
 
     too_long = tmp_path / "long.mp4"
     encode_video(np.zeros((LIMITS.max_frames + 1, 32, 32, 3), np.uint8), path=too_long)
-    with pytest.raises(Exception, match=f"{LIMITS.max_frames + 1} frames; this Space takes at most {LIMITS.max_frames}"):
+    with pytest.raises(
+        Exception, match=f"{LIMITS.max_frames + 1} frames; this Space takes at most {LIMITS.max_frames}"
+    ):
         client.predict(handle_file(str(too_long)), "mannequin", 0, "temporal", False, api_name="/anonymize")
 
     too_large = tmp_path / "large.mp4"

@@ -15,8 +15,12 @@ from hf_maskdp.commands.space import load_space_app
 
 CHROMIUM = os.environ.get("HF_MASKDP_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
 ]
 
 
@@ -61,9 +65,7 @@ def test_anonymize_the_example_clip_in_a_browser(browser, space_url, tmp_path):
     assert "Status: ok" in status.inner_text()
     video = page.locator("#video-anonymized video")
     # The browser itself decodes the anonymized clip (the page shows a yuv420p H.264 display copy).
-    page.wait_for_function(
-        "v => v.readyState >= 2 && v.videoWidth === 256", arg=video.element_handle(), timeout=30_000
-    )
+    page.wait_for_function("v => v.readyState >= 2 && v.videoWidth === 256", arg=video.element_handle(), timeout=30_000)
     screenshot = tmp_path / "space_anonymize.png"
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000

@@ -6,14 +6,19 @@ import io
 import av
 import numpy as np
 import pytest
-from scipy import ndimage
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
 
 import hf_maskdp
 from hf_maskdp.storage import (
-    LAYER_FILL, STORAGE_FORMAT, _pad_even, avatar_layer, encode_anonymized_clip, read_anonymized_clip,
-)  # fmt: skip
+    LAYER_FILL,
+    STORAGE_FORMAT,
+    _pad_even,
+    avatar_layer,
+    encode_anonymized_clip,
+    read_anonymized_clip,
+)
 from hf_maskdp.video import decode_mask, encode_mask, encode_video, load_video_frames, mask_feature, video_feature
 
 
@@ -91,8 +96,15 @@ def test_round_trip_is_close_lossy_h264_and_keeps_shape(shape):
     np.testing.assert_array_equal(back_mask, mask)
     # as close as one ordinary lossy encoding of the frames at the stream's crf (18, the layer 23), but at avatar edges
     error = np.abs(back.astype(int) - frames)
-    plain = {crf: np.abs(load_video_frames(encode_video(_pad_even(frames), lossless=False, crf=crf))[:, : shape[1], : shape[2]]
-                         .astype(int) - frames) for crf in (18, 23)}  # fmt: skip
+    plain = {
+        crf: np.abs(
+            load_video_frames(encode_video(_pad_even(frames), lossless=False, crf=crf))[
+                :, : shape[1], : shape[2]
+            ].astype(int)
+            - frames
+        )
+        for crf in (18, 23)
+    }
     interior = ~ndimage.binary_dilation(mask, np.ones((1, 9, 9), bool))  # public, 4+ px from any sensitive pixel
     assert error[mask].mean() < plain[18][mask].mean() + 0.5
     assert error[interior].mean() < plain[23][interior].mean() + 1
@@ -122,7 +134,10 @@ def test_quality_knobs():
     assert errors[0][mask].mean() < errors[1][mask].mean() and errors[0][~mask].mean() < errors[1][~mask].mean()
     layer_only = encode_anonymized_clip(frames, mask, crf=10, layer_crf=35)
     assert layer_only["video"]["bytes"] == fine["video"]["bytes"]
-    assert layer_only["avatar_layer"]["bytes"] == encode_anonymized_clip(frames, mask, layer_crf=35)["avatar_layer"]["bytes"]
+    assert (
+        layer_only["avatar_layer"]["bytes"]
+        == encode_anonymized_clip(frames, mask, layer_crf=35)["avatar_layer"]["bytes"]
+    )
     with pytest.raises(ValueError, match=r"layer_crf=-1: choose an integer in \[0, 51\]"):
         encode_anonymized_clip(frames, mask, layer_crf=-1)
     with pytest.raises(ValueError, match=r"crf=60: choose an integer in \[0, 51\]"):
@@ -173,7 +188,9 @@ def test_rows_survive_a_saved_dataset(tmp_path):
     shape = (4, 16, 24)
     frames, mask = _smooth_clip(shape), _avatar_mask(shape)
     row = {**encode_anonymized_clip(frames, mask), "avatar_mask": encode_mask(~mask), "label": 3}
-    features = datasets.Features({**storage_features(), "avatar_mask": mask_feature(), "label": datasets.Value("int64")})
+    features = datasets.Features(
+        {**storage_features(), "avatar_mask": mask_feature(), "label": datasets.Value("int64")}
+    )
     assert features["video"] == features["avatar_layer"] == video_feature()
     datasets.Dataset.from_list([row], features=features).save_to_disk(tmp_path / "ds")
     loaded = datasets.load_from_disk(str(tmp_path / "ds"))[0]

@@ -19,8 +19,12 @@ from hf_maskdp.training.trainer import MaskDPTrainer, withheld_rows
 
 
 def _trainer(tmp_path, rows, model=None, **overrides):
-    return MaskDPTrainer(model=model or tiny_model(), args=tiny_args(tmp_path, **overrides),
-                         train_dataset=rows, data_collator=tiny_collator())
+    return MaskDPTrainer(
+        model=model or tiny_model(),
+        args=tiny_args(tmp_path, **overrides),
+        train_dataset=rows,
+        data_collator=tiny_collator(),
+    )
 
 
 def _weights(trainer):
@@ -79,6 +83,7 @@ def test_drop_view_batches_clips_with_different_token_counts_like_single_clips(t
 
 # 2. Sanity properties: m == 1 is DP-SGD, m == 0 needs no noise -------------------------------
 
+
 def test_all_sensitive_maskdp_equals_dpsgd_exactly(tmp_path):
     rows = make_rows(8, mask="all")
     weights = {}
@@ -99,6 +104,7 @@ def test_all_public_maskdp_draws_no_noise_and_spends_nothing(tmp_path):
 
 
 # 3. Per-sample gradients and clipping ------------------------------------------------------
+
 
 @pytest.mark.parametrize("patch_bias", [True, False])
 def test_per_sample_gradients_match_a_loop_and_clipping_bounds_the_norm(patch_bias):
@@ -135,10 +141,17 @@ def test_per_sample_gradients_match_a_loop_and_clipping_bounds_the_norm(patch_bi
 
 # 4 and 6. Noise of the right size, and an empty Poisson batch is a noise-only step -------------
 
+
 def test_empty_batch_step_adds_noise_with_std_sigma_c_over_qn(tmp_path):
     sigma, clip = 2.0, 0.5
-    trainer = _trainer(tmp_path, make_rows(8), privacy_mode="dpsgd", noise_multiplier=sigma,
-                       per_sample_clip_norm=clip, private_batch_size=2)
+    trainer = _trainer(
+        tmp_path,
+        make_rows(8),
+        privacy_mode="dpsgd",
+        noise_multiplier=sigma,
+        per_sample_clip_norm=clip,
+        private_batch_size=2,
+    )
     trainer.get_train_dataloader()
     trainer.training_step(trainer.model, {"private": [], "public": []})
     noise = torch.cat([p.grad.reshape(-1) for p in trainer.model.parameters()])
@@ -159,14 +172,16 @@ def test_training_goes_on_through_empty_poisson_batches(tmp_path):
 
 # 5. Reported epsilon, logs, saved record -------------------------------------------------
 
+
 def test_reported_epsilon_logs_and_saved_model(tmp_path):
     trainer = _trainer(tmp_path, make_rows(8), num_train_epochs=2)
     trainer.train()
     eps, delta = trainer.privacy_spent()
     assert eps == compute_epsilon(0.25, 1.0, steps=8, delta=1e-5) and delta == 1e-5
     steps_logged = [log for log in trainer.state.log_history if "learning_rate" in log]
-    assert [log["epsilon"] for log in steps_logged] == [compute_epsilon(0.25, 1.0, steps=s, delta=1e-5)
-                                                        for s in range(1, 9)]
+    assert [log["epsilon"] for log in steps_logged] == [
+        compute_epsilon(0.25, 1.0, steps=s, delta=1e-5) for s in range(1, 9)
+    ]
     assert not any("grad_norm" in log for log in trainer.state.log_history)
     out = tmp_path / "saved"
     trainer.save_model(str(out))
@@ -200,6 +215,7 @@ def test_target_epsilon_is_calibrated_and_stop_at_epsilon_stops_before_the_budge
 
 # 8. Misuse ------------------------------------------------------------------------------
 
+
 def test_bad_configs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="exactly one of target_epsilon or noise_multiplier"):
         tiny_args(tmp_path, target_epsilon=1.0)
@@ -221,8 +237,9 @@ def test_bad_data_and_models_fail_before_training(tmp_path):
     no_mask = [{k: v for k, v in r.items() if k != "sensitive_mask"} for r in rows]
     with pytest.raises(ValueError, match="mask column 'sensitive_mask'"):
         _trainer(tmp_path, no_mask).train()
-    from hf_maskdp.video import encode_mask
     import numpy as np
+
+    from hf_maskdp.video import encode_mask
 
     wrong = [{**r, "sensitive_mask": encode_mask(np.ones((6, 20, 20), bool))} for r in rows]
     with pytest.raises(ValueError, match="whose shape is not their clip.s.*the mask must cover every pixel"):
@@ -244,17 +261,27 @@ def _anonymized_dataset(rows, withheld=("no_person", "error: undecodable")):
     from hf_maskdp.video import encode_mask, encode_video, mask_feature, video_feature
 
     empty = encode_mask(np.zeros((0, 20, 24), bool))
-    features = datasets.Features({"video": video_feature(), "sensitive_mask": mask_feature(),
-                                  "avatar_mask": mask_feature(), "provenance": datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=["a", "b", "c"]),
-                                  "anonymization": datasets.Value("string")})
-    return datasets.Dataset.from_dict({
-        "video": [{"path": None, "bytes": encode_video(r["video"])} for r in rows] + [None] * len(withheld),
-        "sensitive_mask": [r["sensitive_mask"] for r in rows] + [empty] * len(withheld),
-        "avatar_mask": [r["avatar_mask"] for r in rows] + [empty] * len(withheld),
-        "provenance": [r["provenance"] for r in rows] + [anonymizer_provenance()] * len(withheld),
-        "label": [r["label"] for r in rows] + [0] * len(withheld),
-        "anonymization": ["ok"] * len(rows) + list(withheld)}, features=features)
+    features = datasets.Features(
+        {
+            "video": video_feature(),
+            "sensitive_mask": mask_feature(),
+            "avatar_mask": mask_feature(),
+            "provenance": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["a", "b", "c"]),
+            "anonymization": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_dict(
+        {
+            "video": [{"path": None, "bytes": encode_video(r["video"])} for r in rows] + [None] * len(withheld),
+            "sensitive_mask": [r["sensitive_mask"] for r in rows] + [empty] * len(withheld),
+            "avatar_mask": [r["avatar_mask"] for r in rows] + [empty] * len(withheld),
+            "provenance": [r["provenance"] for r in rows] + [anonymizer_provenance()] * len(withheld),
+            "label": [r["label"] for r in rows] + [0] * len(withheld),
+            "anonymization": ["ok"] * len(rows) + list(withheld),
+        },
+        features=features,
+    )
 
 
 def test_withheld_rows_are_refused_before_training_with_the_fix(tmp_path):
@@ -269,7 +296,11 @@ def test_withheld_rows_are_refused_before_training_with_the_fix(tmp_path):
     trainer.train()
     record = trainer.privacy_record()
     # the accountant counts the 4 rows trained on, not the 6 of the raw dataset
-    assert record["training_rows"] == record["private_records"] == 4 and record["sample_rate"] == 0.5 and record["steps"] == 4
+    assert (
+        record["training_rows"] == record["private_records"] == 4
+        and record["sample_rate"] == 0.5
+        and record["steps"] == 4
+    )
     assert record["epsilon"] == compute_epsilon(0.5, 1.0, steps=4, delta=1e-5)
     rows = make_rows(2)
     assert withheld_rows([rows[0], {**rows[1], "video": None}, {"label": 0}]) == [1]  # lists of rows too
@@ -295,6 +326,7 @@ def test_non_finite_example_contributes_zero_and_a_non_finite_model_stops_the_st
 
 # The command line -------------------------------------------------------------------------
 
+
 def test_train_command_saves_and_pushes_privately(hub, tmp_path, monkeypatch, capsys):
     import datasets
 
@@ -303,13 +335,43 @@ def test_train_command_saves_and_pushes_privately(hub, tmp_path, monkeypatch, ca
     ds = _anonymized_dataset(make_rows(4, mask="random"), withheld=["no_person"])
     datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "ds"))
     out = tmp_path / "model"
-    base = ["train", str(tmp_path / "ds"), str(out), "--private-batch-size", "2", "--epochs", "1",
-            "--image-size", "16", "--num-frames", "4", "--layers", "1", "--hidden-size", "64"]
+    base = [
+        "train",
+        str(tmp_path / "ds"),
+        str(out),
+        "--private-batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--num-frames",
+        "4",
+        "--layers",
+        "1",
+        "--hidden-size",
+        "64",
+    ]
     assert main(base) == 2
     assert "needs --target-epsilon or --noise-multiplier" in capsys.readouterr().err
     monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
-    assert main([*base, "--noise-multiplier", "1.0", "--eval-split", "test", "--push-to-hub", "alice/cli-maskdp",
-                 "--workers", "1", "--bf16"]) == 0  # a worker decodes the steps; bf16 autocast
+    assert (
+        main(
+            [
+                *base,
+                "--noise-multiplier",
+                "1.0",
+                "--eval-split",
+                "test",
+                "--push-to-hub",
+                "alice/cli-maskdp",
+                "--workers",
+                "1",
+                "--bf16",
+            ]
+        )
+        == 0
+    )  # a worker decodes the steps; bf16 autocast
     assert "train: skipping 1 of 5 clips withheld by the anonymizer" in capsys.readouterr().out
     record = json.loads((out / "maskdp_privacy.json").read_text())
     assert record["steps"] == 2 and record["epsilon"] == compute_epsilon(0.5, 1.0, steps=2, delta=1e-5)

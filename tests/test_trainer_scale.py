@@ -18,8 +18,12 @@ from hf_maskdp.training.trainer import PRIVACY_STATE_NAME, MaskDPTrainer
 
 
 def _trainer(tmp_path, rows, model=None, **overrides):
-    return MaskDPTrainer(model=model or tiny_model(), args=tiny_args(tmp_path, **overrides),
-                         train_dataset=rows, data_collator=tiny_collator())
+    return MaskDPTrainer(
+        model=model or tiny_model(),
+        args=tiny_args(tmp_path, **overrides),
+        train_dataset=rows,
+        data_collator=tiny_collator(),
+    )
 
 
 def _weights(model):
@@ -32,13 +36,18 @@ def _same_weights(a, b):
 
 # 5. One definition of epochs -> steps ------------------------------------------------------
 
+
 def test_a_sigma_from_the_cli_spends_at_most_the_cli_target_in_the_trainer(tmp_path, capsys):
     from hf_maskdp.cli import main
 
     rows, batch, epochs, target = make_rows(7, mask="all"), 2, 2, 2.0
     q = batch / len(rows)
-    assert main(["privacy", "calibrate", "--target-epsilon", str(target), "--sample-rate", repr(q),
-                 "--epochs", str(epochs)]) == 0
+    assert (
+        main(
+            ["privacy", "calibrate", "--target-epsilon", str(target), "--sample-rate", repr(q), "--epochs", str(epochs)]
+        )
+        == 0
+    )
     sigma = float(capsys.readouterr().out)
     # ceil(E / q) = 7 steps; E * ceil(N / B) would be 8, and 8 steps at this sigma overspend the target.
     assert steps_for_epochs(q, epochs) == 7 and compute_epsilon(q, sigma, steps=8) > target
@@ -49,6 +58,7 @@ def test_a_sigma_from_the_cli_spends_at_most_the_cli_target_in_the_trainer(tmp_p
 
 
 # 6. The record names both counts -----------------------------------------------------------
+
 
 def test_record_and_card_name_all_rows_and_the_private_records_q_is_computed_from(tmp_path):
     rows = make_rows(4, mask="half") + make_rows(2, mask="none", seed=1)
@@ -66,15 +76,19 @@ def test_record_and_card_name_all_rows_and_the_private_records_q_is_computed_fro
 
 # 4. Features that work, or are refused at configuration time ------------------------------
 
-@pytest.mark.parametrize("option, value, alternative", [
-    ("auto_find_batch_size", True, "per_device_train_batch_size"),
-    ("deepspeed", {"train_batch_size": 2}, "accelerate launch --multi_gpu"),
-    ("fsdp", "full_shard", "accelerate launch --multi_gpu"),
-    ("torch_compile", True, "torch_compile=False"),
-    ("gradient_checkpointing", True, "per_device_train_batch_size"),
-    ("activation_checkpointing", True, "per_device_train_batch_size"),
-    ("fp16", True, "bf16=True"),
-])
+
+@pytest.mark.parametrize(
+    "option, value, alternative",
+    [
+        ("auto_find_batch_size", True, "per_device_train_batch_size"),
+        ("deepspeed", {"train_batch_size": 2}, "accelerate launch --multi_gpu"),
+        ("fsdp", "full_shard", "accelerate launch --multi_gpu"),
+        ("torch_compile", True, "torch_compile=False"),
+        ("gradient_checkpointing", True, "per_device_train_batch_size"),
+        ("activation_checkpointing", True, "per_device_train_batch_size"),
+        ("fp16", True, "bf16=True"),
+    ],
+)
 def test_unsupported_training_arguments_are_refused_naming_the_alternative(tmp_path, option, value, alternative):
     with pytest.raises(ValueError, match=rf"{option}=.*not supported by MaskDPTrainer.*{alternative}"):
         tiny_args(tmp_path, **{option: value})
@@ -83,8 +97,13 @@ def test_unsupported_training_arguments_are_refused_naming_the_alternative(tmp_p
 def test_custom_losses_are_refused_when_the_trainer_is_built(tmp_path):
     args, rows = tiny_args(tmp_path), make_rows(2)
     with pytest.raises(ValueError, match="compute_loss_func is not supported.*label_smoothing_factor"):
-        MaskDPTrainer(model=tiny_model(), args=args, train_dataset=rows, data_collator=tiny_collator(),
-                      compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.logits.sum())
+        MaskDPTrainer(
+            model=tiny_model(),
+            args=args,
+            train_dataset=rows,
+            data_collator=tiny_collator(),
+            compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.logits.sum(),
+        )
 
     class OwnLoss(MaskDPTrainer):
         def compute_loss(self, model, inputs, *args, **kwargs):
@@ -106,24 +125,34 @@ def test_label_smoothing_is_the_stock_label_smoother_summed_over_examples(tmp_pa
 
 # 2. bf16: one precision from the first step to the last ------------------------------------
 
+
 class _ForwardDtypes(TrainerCallback):
     """Records the dtype of the classifier's output in every training forward."""
 
     def __init__(self, model):
         self.dtypes = []
         model.classifier.register_forward_hook(
-            lambda module, inputs, output: self.dtypes.append(output.dtype) if module.training else None)
+            lambda module, inputs, output: self.dtypes.append(output.dtype) if module.training else None
+        )
 
 
 def test_bf16_runs_both_branches_in_autocast_and_a_mid_run_evaluation_changes_nothing(tmp_path):
     rows = make_rows(8, mask="random")
     weights, dtypes = {}, {}
-    for name, extra in [("fp32", {}), ("bf16", {"bf16": True}),
-                        ("bf16+eval", {"bf16": True, "eval_strategy": "steps", "eval_steps": 1})]:
+    for name, extra in [
+        ("fp32", {}),
+        ("bf16", {"bf16": True}),
+        ("bf16+eval", {"bf16": True, "eval_strategy": "steps", "eval_steps": 1}),
+    ]:
         model = tiny_model()
         probe = _ForwardDtypes(model)
-        trainer = MaskDPTrainer(model=model, args=tiny_args(tmp_path, num_train_epochs=2, **extra),
-                                train_dataset=rows, eval_dataset=rows[:2], data_collator=tiny_collator())
+        trainer = MaskDPTrainer(
+            model=model,
+            args=tiny_args(tmp_path, num_train_epochs=2, **extra),
+            train_dataset=rows,
+            eval_dataset=rows[:2],
+            data_collator=tiny_collator(),
+        )
         trainer.train()
         assert trainer.state.global_step == 8 and all(torch.isfinite(p).all() for p in model.parameters())
         weights[name], dtypes[name] = _weights(model), set(probe.dtypes)
@@ -135,6 +164,7 @@ def test_bf16_runs_both_branches_in_autocast_and_a_mid_run_evaluation_changes_no
 
 
 # 3. Resume ---------------------------------------------------------------------------------
+
 
 class _Interrupt(TrainerCallback):
     def __init__(self, at_step):
@@ -155,8 +185,7 @@ class _ResumedState(TrainerCallback):
 
 
 def _resumable(tmp_path, rows, model=None, **overrides):
-    settings = dict(target_epsilon=3.0, noise_multiplier=None, num_train_epochs=2, save_strategy="steps",
-                    save_steps=3)
+    settings = dict(target_epsilon=3.0, noise_multiplier=None, num_train_epochs=2, save_strategy="steps", save_steps=3)
     return _trainer(tmp_path, rows, model=model, **{**settings, **overrides})
 
 
@@ -183,8 +212,10 @@ def test_an_interrupted_and_resumed_run_spends_what_one_run_spends(tmp_path):
     assert "videomae.encoder.layer.0.attention.attention.q_bias" in load_file(checkpoint / "model.safetensors")
     assert _same_weights(probe.weights, _weights(interrupted.model))  # the model at step 3
     saved_optimizer = torch.load(checkpoint / "optimizer.pt", weights_only=True)
-    assert all(torch.equal(probe.optimizer["state"][k]["exp_avg"], saved_optimizer["state"][k]["exp_avg"])
-               for k in saved_optimizer["state"])
+    assert all(
+        torch.equal(probe.optimizer["state"][k]["exp_avg"], saved_optimizer["state"][k]["exp_avg"])
+        for k in saved_optimizer["state"]
+    )
     assert probe.scheduler_step == 3
     # Fresh noise and Poisson streams: even with a fixed dp_seed, not a replay of steps 1-3.
     assert not torch.equal(probe.noise_state, make_generator(0, "noise").get_state())
@@ -214,7 +245,9 @@ def test_resume_stops_at_the_planned_steps_and_refuses_another_configuration(tmp
     fresh = tiny_model(seed=7)
     before = _weights(fresh)
     other = _resumable(tmp_path, rows, model=fresh, per_sample_clip_norm=0.5)
-    with pytest.raises(ValueError, match="another privacy configuration.*per_sample_clip_norm: checkpoint 1.0, now 0.5"):
+    with pytest.raises(
+        ValueError, match="another privacy configuration.*per_sample_clip_norm: checkpoint 1.0, now 0.5"
+    ):
         other.train(resume_from_checkpoint=checkpoint)
     assert _same_weights(before, _weights(fresh))  # refused before the checkpoint's weights were loaded
     with pytest.raises(ValueError, match="train dataset changed.*private_records: checkpoint 8, now 10"):
@@ -228,12 +261,14 @@ def test_resume_stops_at_the_planned_steps_and_refuses_another_configuration(tmp
 
 # 1. Step batches decoded and collated in DataLoader workers --------------------------------
 
+
 def test_loader_workers_give_the_batches_of_the_main_process(tmp_path):
     rows = make_rows(8, mask="random")
     steps, weights = {}, {}
     for workers in (0, 2):
-        trainer = _trainer(tmp_path, rows, dataloader_num_workers=workers, per_device_train_batch_size=1,
-                           private_batch_size=3)
+        trainer = _trainer(
+            tmp_path, rows, dataloader_num_workers=workers, per_device_train_batch_size=1, private_batch_size=3
+        )
         steps[workers] = list(trainer.get_train_dataloader())
         trainer = _trainer(tmp_path, rows, dataloader_num_workers=workers)
         trainer.train()

@@ -28,22 +28,56 @@ _INSTALL_HELP = (
 ANNY_TO_SMPL = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])  # x_smpl = ANNY_TO_SMPL @ x_anny
 
 # SMPL-H joint -> the Anny bone whose head sits at that joint
-JOINT_BONES = {"pelvis": "root", "spine1": "spine04", "spine2": "spine03", "spine3": "spine01", "neck": "neck01",
-               "head": "head", "left_foot": "toe3-1.L", "right_foot": "toe3-1.R"}  # fmt: skip
+JOINT_BONES = {
+    "pelvis": "root",
+    "spine1": "spine04",
+    "spine2": "spine03",
+    "spine3": "spine01",
+    "neck": "neck01",
+    "head": "head",
+    "left_foot": "toe3-1.L",
+    "right_foot": "toe3-1.R",
+}
 # Anny bone -> the SMPL-H joint whose rotation turns it; bones not listed follow their parent
-BONE_DRIVERS = {"root": "pelvis", "spine05": "pelvis", "spine04": "spine1", "spine03": "spine2",
-                "spine02": "spine3", "spine01": "spine3", "neck01": "neck", "head": "head"}  # fmt: skip
+BONE_DRIVERS = {
+    "root": "pelvis",
+    "spine05": "pelvis",
+    "spine04": "spine1",
+    "spine03": "spine2",
+    "spine02": "spine3",
+    "spine01": "spine3",
+    "neck01": "neck",
+    "head": "head",
+}
 for _side, _s in (("left", "L"), ("right", "R")):
-    JOINT_BONES.update({f"{_side}_hip": f"upperleg01.{_s}", f"{_side}_knee": f"lowerleg01.{_s}",
-                        f"{_side}_ankle": f"foot.{_s}", f"{_side}_collar": f"clavicle.{_s}",
-                        f"{_side}_shoulder": f"upperarm01.{_s}", f"{_side}_elbow": f"lowerarm01.{_s}",
-                        f"{_side}_wrist": f"wrist.{_s}"})  # fmt: skip
-    BONE_DRIVERS.update({f"pelvis.{_s}": "pelvis", f"upperleg01.{_s}": f"{_side}_hip", f"upperleg02.{_s}": f"{_side}_hip",
-                         f"lowerleg01.{_s}": f"{_side}_knee", f"lowerleg02.{_s}": f"{_side}_knee",
-                         f"foot.{_s}": f"{_side}_ankle", f"clavicle.{_s}": f"{_side}_collar",
-                         f"shoulder01.{_s}": f"{_side}_collar", f"upperarm01.{_s}": f"{_side}_shoulder",
-                         f"upperarm02.{_s}": f"{_side}_shoulder", f"lowerarm01.{_s}": f"{_side}_elbow",
-                         f"lowerarm02.{_s}": f"{_side}_elbow", f"wrist.{_s}": f"{_side}_wrist"})  # fmt: skip
+    JOINT_BONES.update(
+        {
+            f"{_side}_hip": f"upperleg01.{_s}",
+            f"{_side}_knee": f"lowerleg01.{_s}",
+            f"{_side}_ankle": f"foot.{_s}",
+            f"{_side}_collar": f"clavicle.{_s}",
+            f"{_side}_shoulder": f"upperarm01.{_s}",
+            f"{_side}_elbow": f"lowerarm01.{_s}",
+            f"{_side}_wrist": f"wrist.{_s}",
+        }
+    )
+    BONE_DRIVERS.update(
+        {
+            f"pelvis.{_s}": "pelvis",
+            f"upperleg01.{_s}": f"{_side}_hip",
+            f"upperleg02.{_s}": f"{_side}_hip",
+            f"lowerleg01.{_s}": f"{_side}_knee",
+            f"lowerleg02.{_s}": f"{_side}_knee",
+            f"foot.{_s}": f"{_side}_ankle",
+            f"clavicle.{_s}": f"{_side}_collar",
+            f"shoulder01.{_s}": f"{_side}_collar",
+            f"upperarm01.{_s}": f"{_side}_shoulder",
+            f"upperarm02.{_s}": f"{_side}_shoulder",
+            f"lowerarm01.{_s}": f"{_side}_elbow",
+            f"lowerarm02.{_s}": f"{_side}_elbow",
+            f"wrist.{_s}": f"{_side}_wrist",
+        }
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,8 +150,11 @@ class AnnyBody:
         deltas[:, :3, :3] = world[self._drivers] @ self._rest_poses[:, :3, :3]  # world-orient: D = G R_rest
         deltas[0, :3, 3] = self._rest_poses[0, :3, 3]  # the root (pelvis) stays where it rests
         with torch.no_grad():
-            out = self._model(pose_parameters=torch.tensor(deltas[None], dtype=torch.float32),
-                              phenotype_kwargs=self._phenotype, pose_parameterization="world-orient")  # fmt: skip
+            out = self._model(
+                pose_parameters=torch.tensor(deltas[None], dtype=torch.float32),
+                phenotype_kwargs=self._phenotype,
+                pose_parameterization="world-orient",
+            )
         shift = np.zeros(3) if transl is None else np.asarray(transl, np.float64).reshape(3)
         vertices = out["vertices"][0].numpy() @ ANNY_TO_SMPL.T + shift
         joints = out["bone_poses"][0, self._joint_bones, :3, 3].numpy() @ ANNY_TO_SMPL.T + shift

@@ -104,7 +104,9 @@ CLOTHING_COLORS = np.array(
         [0.85, 0.45, 0.60],  # pink
     ]
 )
-HAIR_COLORS = np.array([[0.08, 0.06, 0.05], [0.25, 0.15, 0.08], [0.50, 0.35, 0.18], [0.80, 0.65, 0.40], [0.6, 0.6, 0.6]])
+HAIR_COLORS = np.array(
+    [[0.08, 0.06, 0.05], [0.25, 0.15, 0.08], [0.50, 0.35, 0.18], [0.80, 0.65, 0.40], [0.6, 0.6, 0.6]]
+)
 
 
 PUPIL_COLOR = (0.1, 0.07, 0.05)
@@ -230,7 +232,9 @@ def _paint_face(colors, vertices, head, head_joint, appearance):
     eye_radius = 0.12 * height
     eye_dx = 0.17 * height
     for side in (-1, 1):
-        eye = facing & (((x - centre_x - side * eye_dx) / eye_radius) ** 2 + ((y - eye_y) / (0.7 * eye_radius)) ** 2 < 1)
+        eye = facing & (
+            ((x - centre_x - side * eye_dx) / eye_radius) ** 2 + ((y - eye_y) / (0.7 * eye_radius)) ** 2 < 1
+        )
         colors[eye] = (0.95, 0.95, 0.95)
         pupil = facing & (((x - centre_x - side * eye_dx) ** 2 + (y - eye_y) ** 2) < (0.5 * eye_radius) ** 2)
         colors[pupil] = PUPIL_COLOR
@@ -250,9 +254,7 @@ def _load_mannequin(shape: tuple[float, ...]):
     try:
         from mannequin import Mannequin
     except ImportError as error:
-        raise ImportError(
-            "the default body model needs the `mannequin-x` package: pip install mannequin-x"
-        ) from error
+        raise ImportError("the default body model needs the `mannequin-x` package: pip install mannequin-x") from error
     return Mannequin("wooden", shape=np.asarray(shape, dtype=np.float32))
 
 

@@ -31,13 +31,19 @@ LEFT_FOOT, RIGHT_FOOT = 31, 32
 
 # SMPL-H joints that coincide with one landmark: used for PnP
 PNP_PAIRS = [
-    (JOINT["left_hip"], LEFT_HIP), (JOINT["right_hip"], RIGHT_HIP),
-    (JOINT["left_knee"], LEFT_KNEE), (JOINT["right_knee"], RIGHT_KNEE),
-    (JOINT["left_ankle"], LEFT_ANKLE), (JOINT["right_ankle"], RIGHT_ANKLE),
-    (JOINT["left_shoulder"], LEFT_SHOULDER), (JOINT["right_shoulder"], RIGHT_SHOULDER),
-    (JOINT["left_elbow"], LEFT_ELBOW), (JOINT["right_elbow"], RIGHT_ELBOW),
-    (JOINT["left_wrist"], LEFT_WRIST), (JOINT["right_wrist"], RIGHT_WRIST),
-]  # fmt: skip
+    (JOINT["left_hip"], LEFT_HIP),
+    (JOINT["right_hip"], RIGHT_HIP),
+    (JOINT["left_knee"], LEFT_KNEE),
+    (JOINT["right_knee"], RIGHT_KNEE),
+    (JOINT["left_ankle"], LEFT_ANKLE),
+    (JOINT["right_ankle"], RIGHT_ANKLE),
+    (JOINT["left_shoulder"], LEFT_SHOULDER),
+    (JOINT["right_shoulder"], RIGHT_SHOULDER),
+    (JOINT["left_elbow"], LEFT_ELBOW),
+    (JOINT["right_elbow"], RIGHT_ELBOW),
+    (JOINT["left_wrist"], LEFT_WRIST),
+    (JOINT["right_wrist"], RIGHT_WRIST),
+]
 
 
 @dataclass
@@ -47,7 +53,11 @@ class FittedFrame:
     camera: Camera
 
     def is_finite(self) -> bool:
-        return bool(np.isfinite(self.mesh.vertices).all() and np.isfinite(self.camera.R).all() and np.isfinite(self.camera.t).all())
+        return bool(
+            np.isfinite(self.mesh.vertices).all()
+            and np.isfinite(self.camera.R).all()
+            and np.isfinite(self.camera.t).all()
+        )
 
 
 def default_intrinsics(width: int, height: int, focal_length: float | None = None) -> np.ndarray:
@@ -98,8 +108,8 @@ def landmark_targets(landmarks_3d: np.ndarray) -> dict[str, np.ndarray]:
     parts = ("hip", "knee", "ankle", "foot", "shoulder", "elbow", "wrist", "ear")
     left = (LEFT_HIP, LEFT_KNEE, LEFT_ANKLE, LEFT_FOOT, LEFT_SHOULDER, LEFT_ELBOW, LEFT_WRIST, LEFT_EAR)
     right = (RIGHT_HIP, RIGHT_KNEE, RIGHT_ANKLE, RIGHT_FOOT, RIGHT_SHOULDER, RIGHT_ELBOW, RIGHT_WRIST, RIGHT_EAR)
-    for part, l, r in zip(parts, left, right):
-        points[f"left_{part}"], points[f"right_{part}"] = lm[l], lm[r]
+    for part, left_index, right_index in zip(parts, left, right):
+        points[f"left_{part}"], points[f"right_{part}"] = lm[left_index], lm[right_index]
     return points
 
 
@@ -112,21 +122,41 @@ def fit_rotations(rest_joints: np.ndarray, landmarks_3d: np.ndarray) -> tuple[np
     shoulders = p["left_shoulder"] - p["right_shoulder"]
     # target direction of each joint's bone (from the joint to its child, or a pseudo-child)
     bone_target = {
-        "spine1": up, "spine2": up,
-        "left_hip": p["left_knee"] - p["left_hip"], "right_hip": p["right_knee"] - p["right_hip"],
-        "left_knee": p["left_ankle"] - p["left_knee"], "right_knee": p["right_ankle"] - p["right_knee"],
-        "left_ankle": p["left_foot"] - p["left_ankle"], "right_ankle": p["right_foot"] - p["right_ankle"],
+        "spine1": up,
+        "spine2": up,
+        "left_hip": p["left_knee"] - p["left_hip"],
+        "right_hip": p["right_knee"] - p["right_hip"],
+        "left_knee": p["left_ankle"] - p["left_knee"],
+        "right_knee": p["right_ankle"] - p["right_knee"],
+        "left_ankle": p["left_foot"] - p["left_ankle"],
+        "right_ankle": p["right_foot"] - p["right_ankle"],
         "neck": p["head"] - p["neck"],
-        "left_collar": p["left_shoulder"] - p["neck"], "right_collar": p["right_shoulder"] - p["neck"],
-        "left_shoulder": p["left_elbow"] - p["left_shoulder"], "right_shoulder": p["right_elbow"] - p["right_shoulder"],
-        "left_elbow": p["left_wrist"] - p["left_elbow"], "right_elbow": p["right_wrist"] - p["right_elbow"],
-        "left_wrist": p["left_hand"] - p["left_wrist"], "right_wrist": p["right_hand"] - p["right_wrist"],
-    }  # fmt: skip
-    child = {"spine1": "spine2", "spine2": "spine3", "left_hip": "left_knee", "right_hip": "right_knee",
-             "left_knee": "left_ankle", "right_knee": "right_ankle", "left_ankle": "left_foot",
-             "right_ankle": "right_foot", "neck": "head", "left_collar": "left_shoulder",
-             "right_collar": "right_shoulder", "left_shoulder": "left_elbow", "right_shoulder": "right_elbow",
-             "left_elbow": "left_wrist", "right_elbow": "right_wrist"}  # fmt: skip
+        "left_collar": p["left_shoulder"] - p["neck"],
+        "right_collar": p["right_shoulder"] - p["neck"],
+        "left_shoulder": p["left_elbow"] - p["left_shoulder"],
+        "right_shoulder": p["right_elbow"] - p["right_shoulder"],
+        "left_elbow": p["left_wrist"] - p["left_elbow"],
+        "right_elbow": p["right_wrist"] - p["right_elbow"],
+        "left_wrist": p["left_hand"] - p["left_wrist"],
+        "right_wrist": p["right_hand"] - p["right_wrist"],
+    }
+    child = {
+        "spine1": "spine2",
+        "spine2": "spine3",
+        "left_hip": "left_knee",
+        "right_hip": "right_knee",
+        "left_knee": "left_ankle",
+        "right_knee": "right_ankle",
+        "left_ankle": "left_foot",
+        "right_ankle": "right_foot",
+        "neck": "head",
+        "left_collar": "left_shoulder",
+        "right_collar": "right_shoulder",
+        "left_shoulder": "left_elbow",
+        "right_shoulder": "right_elbow",
+        "left_elbow": "left_wrist",
+        "right_elbow": "right_wrist",
+    }
 
     def rest_bone(name):
         if name in child:
@@ -139,7 +169,9 @@ def fit_rotations(rest_joints: np.ndarray, landmarks_3d: np.ndarray) -> tuple[np
     for j, name in enumerate(names):
         parent = SMPLH_PARENTS[j]
         if name == "pelvis":
-            world[j] = _align_frames(rest[JOINT["spine3"]] - rest[0], rest[JOINT["left_hip"]] - rest[JOINT["right_hip"]], up, lateral)
+            world[j] = _align_frames(
+                rest[JOINT["spine3"]] - rest[0], rest[JOINT["left_hip"]] - rest[JOINT["right_hip"]], up, lateral
+            )
         elif name == "spine3":
             rest_up = rest[JOINT["neck"]] - rest[j]
             rest_lateral = rest[JOINT["left_shoulder"]] - rest[JOINT["right_shoulder"]]
@@ -156,7 +188,9 @@ def fit_rotations(rest_joints: np.ndarray, landmarks_3d: np.ndarray) -> tuple[np
     return rotvecs[0].astype(np.float32), rotvecs[1:].astype(np.float32)
 
 
-def fit_camera(joints: np.ndarray, keypoints_2d: np.ndarray, visibility: np.ndarray, K: np.ndarray, width: int, height: int) -> Camera:
+def fit_camera(
+    joints: np.ndarray, keypoints_2d: np.ndarray, visibility: np.ndarray, K: np.ndarray, width: int, height: int
+) -> Camera:
     """Camera extrinsics that project the posed joints onto the 2D landmarks (PnP).
 
     Starts from the body facing the camera as fitted (R = I) with the translation that best
@@ -187,7 +221,9 @@ def fit_camera(joints: np.ndarray, keypoints_2d: np.ndarray, visibility: np.ndar
 
     best = error(rvec, tvec)
     try:
-        ok, r1, t1 = cv2.solvePnP(object_points, image_points, K, None, rvec.copy(), tvec.copy(), True, cv2.SOLVEPNP_ITERATIVE)
+        ok, r1, t1 = cv2.solvePnP(
+            object_points, image_points, K, None, rvec.copy(), tvec.copy(), True, cv2.SOLVEPNP_ITERATIVE
+        )
     except cv2.error:  # degenerate points: keep the linear solution
         ok = False
     if ok and t1[2, 0] > 0.2 and np.isfinite(t1).all() and error(r1, t1) < best:
@@ -220,7 +256,16 @@ def smooth_cameras(fits: dict[int, FittedFrame], num_frames: int, sigma: float) 
     translations = smooth_series(translations, valid, sigma)
     rotations = smooth_series(rotations, valid, sigma)  # PnP rotations stay small: rotation vectors average well
     return {
-        t: FittedFrame(fit.mesh, fit.joints, Camera(K=fit.camera.K, R=Rotation.from_rotvec(rotations[t]).as_matrix(),
-                                                    t=translations[t], width=fit.camera.width, height=fit.camera.height))
+        t: FittedFrame(
+            fit.mesh,
+            fit.joints,
+            Camera(
+                K=fit.camera.K,
+                R=Rotation.from_rotvec(rotations[t]).as_matrix(),
+                t=translations[t],
+                width=fit.camera.width,
+                height=fit.camera.height,
+            ),
+        )
         for t, fit in fits.items()
-    }  # fmt: skip
+    }

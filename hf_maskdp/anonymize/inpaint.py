@@ -14,8 +14,28 @@ import numpy as np
 from hf_maskdp.anonymize.pose import Detection, PoseTrack
 
 # Landmark pairs whose segments (thickened) cover the body when no segmentation exists.
-_LIMBS = [(11, 12), (11, 23), (12, 24), (23, 24), (11, 13), (13, 15), (12, 14), (14, 16), (15, 19), (16, 20),
-          (23, 25), (25, 27), (24, 26), (26, 28), (27, 31), (28, 32), (27, 29), (28, 30), (0, 11), (0, 12)]  # fmt: skip
+_LIMBS = [
+    (11, 12),
+    (11, 23),
+    (12, 24),
+    (23, 24),
+    (11, 13),
+    (13, 15),
+    (12, 14),
+    (14, 16),
+    (15, 19),
+    (16, 20),
+    (23, 25),
+    (25, 27),
+    (24, 26),
+    (26, 28),
+    (27, 31),
+    (28, 32),
+    (27, 29),
+    (28, 30),
+    (0, 11),
+    (0, 12),
+]
 
 
 def person_region(track: PoseTrack, shape: tuple[int, int, int], dilation: float) -> np.ndarray:

@@ -73,7 +73,9 @@ class AnonymizerConfig:
     """How `AvatarAnonymizer` works. Every field has a safe default; see the module docstring."""
 
     body_model: str = "mannequin"  # a name in hf_maskdp.anonymize.body.BODY_MODELS
-    pose_source: str = "mediapipe"  # or "given": poses from `pose_column` (trusted: the fit check needs their person_mask)
+    pose_source: str = (
+        "mediapipe"  # or "given": poses from `pose_column` (trusted: the fit check needs their person_mask)
+    )
     pose_column: str = "pose"
     video_column: str = "video"
     inpainter: str = "temporal"  # temporal background model with OpenCV fallback; or "opencv"
@@ -114,8 +116,10 @@ class AnonymizerConfig:
         if min(self.max_gap, self.smoothing_sigma, self.camera_smoothing_sigma, self.region_dilation) < 0:
             raise ValueError("max_gap, smoothing_sigma, camera_smoothing_sigma and region_dilation must be >= 0")
         if self.downscale and self.pose_source == "given":
-            raise ValueError("downscale=True shrinks the frames but not the given poses (the avatar would miss "
-                             "the person); scale the pose column yourself or use pose_source='mediapipe'")
+            raise ValueError(
+                "downscale=True shrinks the frames but not the given poses (the avatar would miss "
+                "the person); scale the pose column yourself or use pose_source='mediapipe'"
+            )
         if self.max_people < 1:
             raise ValueError(f"max_people={self.max_people}: search for at least 1 person per frame")
         if not 0 <= self.min_fit_coverage <= 1:
@@ -157,8 +161,11 @@ class AnonymizerConfig:
             raise ValueError(f"refiner_options: unknown {unknown}; choose from {fields}")
         config = RefinerConfig(model_id=self.refiner, **options)  # validates the values
         if config.context == "real":
-            warnings.warn("refiner context='real' reads real pixels: every refined avatar pixel is marked "
-                          "sensitive, so the clips keep no public pixels", stacklevel=3)  # fmt: skip
+            warnings.warn(
+                "refiner context='real' reads real pixels: every refined avatar pixel is marked "
+                "sensitive, so the clips keep no public pixels",
+                stacklevel=3,
+            )
         self.refiner_options = dict(options)
 
     def refiner_config(self):
@@ -207,7 +214,14 @@ class AvatarAnonymizer:
         self._renderers: dict = {}
 
     def __getstate__(self):  # models are per process: never pickled, rebuilt lazily
-        return {"config": self.config, "_pose": None, "_inpaint": None, "_refine": None, "_residual": None, "_renderers": {}}
+        return {
+            "config": self.config,
+            "_pose": None,
+            "_inpaint": None,
+            "_refine": None,
+            "_residual": None,
+            "_renderers": {},
+        }
 
     def __repr__(self):
         return f"AvatarAnonymizer({self.config!r})"
@@ -226,8 +240,16 @@ class AvatarAnonymizer:
 
     def _batch(self, batch: dict) -> dict:
         column = self.config.video_column
-        out = {"video": [], LAYER_COLUMN: [], "sensitive_mask": [], FORMAT_COLUMN: [], "avatar_mask": [],
-               "anonymization": [], "num_people": [], PROVENANCE_COLUMN: []}  # fmt: skip
+        out = {
+            "video": [],
+            LAYER_COLUMN: [],
+            "sensitive_mask": [],
+            FORMAT_COLUMN: [],
+            "avatar_mask": [],
+            "anonymization": [],
+            "num_people": [],
+            PROVENANCE_COLUMN: [],
+        }
         for i, video in enumerate(batch[column]):
             row = {key: values[i] for key, values in batch.items()}
             result = self.anonymize_clip(video, row)
@@ -244,13 +266,26 @@ class AvatarAnonymizer:
         if not keep:
             shape = (0, 0) if result.frames is None else result.frames.shape[1:3]
             empty = encode_mask(np.zeros((0, *shape), bool))
-            return {"video": None, LAYER_COLUMN: None, "sensitive_mask": empty, FORMAT_COLUMN: STORAGE_FORMAT,
-                    "avatar_mask": empty, "anonymization": result.status, "num_people": result.num_people,
-                    PROVENANCE_COLUMN: self._provenance()}  # fmt: skip
+            return {
+                "video": None,
+                LAYER_COLUMN: None,
+                "sensitive_mask": empty,
+                FORMAT_COLUMN: STORAGE_FORMAT,
+                "avatar_mask": empty,
+                "anonymization": result.status,
+                "num_people": result.num_people,
+                PROVENANCE_COLUMN: self._provenance(),
+            }
         sensitive = result.sensitive_mask if result.ok else np.ones(result.frames.shape[:3], bool)
         return {
-            **encode_anonymized_clip(result.frames, sensitive, fps=result.fps, crf=self.config.crf,
-                                     layer_crf=self.config.layer_crf, preset=self.config.preset),
+            **encode_anonymized_clip(
+                result.frames,
+                sensitive,
+                fps=result.fps,
+                crf=self.config.crf,
+                layer_crf=self.config.layer_crf,
+                preset=self.config.preset,
+            ),
             "avatar_mask": encode_mask(result.avatar_mask),
             "anonymization": result.status,
             "num_people": result.num_people,
@@ -318,9 +353,17 @@ class AvatarAnonymizer:
         refiner = self._refiner()
         if refiner is not None:
             with _timed(timings, "refine"):  # mesh i of frame t is person people[t][i]
-                renders = [None if render is None else refiner.refine(render, [appearances[p] for p in people[t]],
-                                                                      [identities[p] for p in people[t]], frame=background[t])
-                           for t, render in enumerate(renders)]  # fmt: skip
+                renders = [
+                    None
+                    if render is None
+                    else refiner.refine(
+                        render,
+                        [appearances[p] for p in people[t]],
+                        [identities[p] for p in people[t]],
+                        frame=background[t],
+                    )
+                    for t, render in enumerate(renders)
+                ]
         with _timed(timings, "composite"):
             output, sensitive, avatar = frames.copy(), np.ones(shape, bool), np.zeros(shape, bool)
             for t, render in enumerate(renders):
@@ -335,7 +378,9 @@ class AvatarAnonymizer:
                 painted = erased & np.array([render is not None for render in renders])[:, None, None]
                 status = self._residual_status(output, avatar, painted) or STATUS_OK
         refined_by = None if refiner is None else f"{cfg.refiner} (context={refiner.config.context})"
-        return AnonymizedClip(status, output, sensitive, avatar, len(tracks), identities, fps, dict(timings), refined_by)
+        return AnonymizedClip(
+            status, output, sensitive, avatar, len(tracks), identities, fps, dict(timings), refined_by
+        )
 
     def _frames(self, video: Any) -> np.ndarray:
         import cv2
@@ -371,7 +416,9 @@ class AvatarAnonymizer:
             fits = {}
             for t in np.flatnonzero(track.valid):
                 try:
-                    fit = fit_frame(body, track.keypoints_3d[t], track.keypoints_2d[t], track.visibility[t], K, width, height)
+                    fit = fit_frame(
+                        body, track.keypoints_3d[t], track.keypoints_2d[t], track.visibility[t], K, width, height
+                    )
                 except (ValueError, np.linalg.LinAlgError):  # a degenerate pose (e.g. all landmarks at one point)
                     continue  # reported by the status as a failed fit, never rendered
                 if fit.is_finite():
@@ -417,8 +464,9 @@ class AvatarAnonymizer:
             from hf_maskdp.anonymize.pose import make_pose_source
 
             cfg = self.config
-            self._pose = make_pose_source(cfg.pose_source, cfg.pose_column, cfg.min_detection_confidence, cfg.max_people,
-                                          cfg.search_crops)  # fmt: skip
+            self._pose = make_pose_source(
+                cfg.pose_source, cfg.pose_column, cfg.min_detection_confidence, cfg.max_people, cfg.search_crops
+            )
         return self._pose
 
     def _inpainter(self):

@@ -96,8 +96,15 @@ class MediaPipePose:
     found the second pedestrian of tests/data/three_people.mp4, at 0.7 it no longer does (that clip
     is then withheld by the residual check). A ghost costs `ok`, never privacy."""
 
-    def __init__(self, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5, max_people: int = 4,
-                 extra_person_confidence: float = 0.85, search_crops: bool = True, crop_confidence: float = 0.7):  # fmt: skip
+    def __init__(
+        self,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+        max_people: int = 4,
+        extra_person_confidence: float = 0.85,
+        search_crops: bool = True,
+        crop_confidence: float = 0.7,
+    ):
         self.min_detection_confidence = min_detection_confidence
         self.min_tracking_confidence = min_tracking_confidence
         self.max_people = max_people
@@ -180,8 +187,9 @@ class CropSearch:
     tripod rarely yields a pose, and never one on itself).
     """
 
-    def __init__(self, min_detection_confidence: float = 0.5, min_area: float = 0.003, crop_size: int = 256,
-                 margin: float = 0.3):  # fmt: skip
+    def __init__(
+        self, min_detection_confidence: float = 0.5, min_area: float = 0.003, crop_size: int = 256, margin: float = 0.3
+    ):
         self.min_detection_confidence = min_detection_confidence
         self.min_area = min_area
         self.crop_size = crop_size
@@ -193,8 +201,12 @@ class CropSearch:
     def pose_graph(self):
         if self._graph is None:
             mp = import_mediapipe()
-            self._graph = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True,
-                                                 min_detection_confidence=self.min_detection_confidence)  # fmt: skip
+            self._graph = mp.solutions.pose.Pose(
+                static_image_mode=True,
+                model_complexity=1,
+                enable_segmentation=True,
+                min_detection_confidence=self.min_detection_confidence,
+            )
             from hf_maskdp.anonymize.residual import ResidualPersonCheck
 
             self._check = ResidualPersonCheck()
@@ -225,8 +237,11 @@ class CropSearch:
         x1, y1 = int(min(width, cx + side / 2)), int(min(height, cy + side / 2))
         crop = frame[y0:y1, x0:x1]
         scale = self.crop_size / max(crop.shape[:2])
-        resized = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
-                             interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)  # fmt: skip
+        resized = cv2.resize(
+            crop,
+            (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+            interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA,
+        )
         result = self.pose_graph().process(np.ascontiguousarray(resized))
         if result.pose_landmarks is None or result.pose_world_landmarks is None:
             return None
@@ -241,7 +256,9 @@ class CropSearch:
         grown = cv2.dilate(blob.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
         return person if _inside(person, grown) else None
 
-    def __call__(self, frame: np.ndarray, found: np.ndarray, max_people: int, searched: np.ndarray | None = None) -> list[Detection]:
+    def __call__(
+        self, frame: np.ndarray, found: np.ndarray, max_people: int, searched: np.ndarray | None = None
+    ) -> list[Detection]:
         """People around segmentation of `frame` that `found` (H, W bool: the people found) does not explain,
         searched in crops of `searched` (default `frame`; the pose stage passes the frame with the people
         found painted grey, so they are not found again: a grey silhouette can itself pass for a person,
@@ -303,7 +320,11 @@ class GivenPose:
             )
         detected = np.isfinite(k2).all(axis=(1, 2)) & np.isfinite(k3).all(axis=(1, 2))
         visibility = person.get("visibility")
-        visibility = np.ones((num_frames, NUM_LANDMARKS), np.float32) if visibility is None else np.asarray(visibility, np.float32)
+        visibility = (
+            np.ones((num_frames, NUM_LANDMARKS), np.float32)
+            if visibility is None
+            else np.asarray(visibility, np.float32)
+        )
         mask = person.get("person_mask")
         if mask is not None:
             mask = np.asarray(mask, np.float32)
@@ -312,10 +333,17 @@ class GivenPose:
         return PoseTrack(k2.copy(), k3.copy(), visibility, detected, detected.copy(), mask)
 
 
-def make_pose_source(name: str, column: str = "pose", min_detection_confidence: float = 0.5, max_people: int = 4,
-                     search_crops: bool = True) -> PoseSource:  # fmt: skip
+def make_pose_source(
+    name: str,
+    column: str = "pose",
+    min_detection_confidence: float = 0.5,
+    max_people: int = 4,
+    search_crops: bool = True,
+) -> PoseSource:
     if name == "mediapipe":
-        return MediaPipePose(min_detection_confidence=min_detection_confidence, max_people=max_people, search_crops=search_crops)
+        return MediaPipePose(
+            min_detection_confidence=min_detection_confidence, max_people=max_people, search_crops=search_crops
+        )
     if name == "given":
         return GivenPose(column)
     raise ValueError(f"unknown pose_source {name!r}; choose 'mediapipe' or 'given'")

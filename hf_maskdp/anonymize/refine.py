@@ -30,8 +30,21 @@ from hf_maskdp.anonymize.render import RenderOutput
 CONTEXTS = ("render", "real")
 CONTROLS = ("depth", "edges")
 PUBLIC_BACKGROUND = 127  # the constant the render is shown over in "render" context
-CLOTHING_NAMES = ("red", "blue", "green", "yellow", "purple", "orange", "teal", "white", "black", "grey", "navy",
-                  "brown", "pink")  # fmt: skip (the rows of body.CLOTHING_COLORS)
+CLOTHING_NAMES = (
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "purple",
+    "orange",
+    "teal",
+    "white",
+    "black",
+    "grey",
+    "navy",
+    "brown",
+    "pink",
+)  # the rows of body.CLOTHING_COLORS
 HAIR_NAMES = ("black", "dark brown", "light brown", "blond", "grey")
 SKIN_NAMES = ("very light", "light", "light", "medium", "medium", "tan", "dark", "very dark")
 
@@ -129,8 +142,13 @@ class Refiner:
             self._pipe, self._pid = pipe.to(device), os.getpid()
         return self._pipe
 
-    def refine(self, render: RenderOutput, appearances: Sequence[Appearance], seeds: Sequence[int],
-               frame: np.ndarray | None = None) -> RenderOutput:  # fmt: skip
+    def refine(
+        self,
+        render: RenderOutput,
+        appearances: Sequence[Appearance],
+        seeds: Sequence[int],
+        frame: np.ndarray | None = None,
+    ) -> RenderOutput:
         """A copy of `render` whose avatar pixels are redrawn, person by person.
 
         `appearances[i]` and `seeds[i]` belong to the mesh `i` of `render.person_index`.
@@ -174,11 +192,21 @@ class Refiner:
             kwargs["control_image"] = Image.fromarray(self._control(render, top, left, side, size))
         pipe = self.pipeline()
         generator = torch.Generator(device="cpu").manual_seed(int(seed))  # same noise for a person in every frame
-        out = pipe(prompt=prompt, negative_prompt=cfg.negative_prompt, image=Image.fromarray(image),
-                   strength=cfg.strength, num_inference_steps=cfg.num_inference_steps,
-                   guidance_scale=cfg.guidance_scale, generator=generator, output_type="np", **kwargs)  # fmt: skip
+        out = pipe(
+            prompt=prompt,
+            negative_prompt=cfg.negative_prompt,
+            image=Image.fromarray(image),
+            strength=cfg.strength,
+            num_inference_steps=cfg.num_inference_steps,
+            guidance_scale=cfg.guidance_scale,
+            generator=generator,
+            output_type="np",
+            **kwargs,
+        )
         refined = np.clip(np.rint(out.images[0] * 255), 0, 255).astype(np.uint8)
-        return cv2.resize(refined, (side, side), interpolation=cv2.INTER_AREA if side < cfg.resolution else cv2.INTER_LINEAR)
+        return cv2.resize(
+            refined, (side, side), interpolation=cv2.INTER_AREA if side < cfg.resolution else cv2.INTER_LINEAR
+        )
 
     def _control(self, render: RenderOutput, top, left, side, size) -> np.ndarray:
         """The ControlNet image, from the render only: inverse depth (near = bright) or Canny edges."""

@@ -234,7 +234,9 @@ class MeshRenderer:
                 depth_attachment=ctx.depth_renderbuffer(size),
             )
             size = (self.width, self.height)
-            output = ctx.framebuffer(color_attachments=[ctx.texture(size, 4, dtype="f4"), ctx.texture(size, 2, dtype="f4")])
+            output = ctx.framebuffer(
+                color_attachments=[ctx.texture(size, 4, dtype="f4"), ctx.texture(size, 2, dtype="f4")]
+            )
             self._gl = (ctx, program, resolve, framebuffer, output)
             self._pid = _CONTEXT_PROCESS["pid"] = os.getpid()
         return self._gl
@@ -288,7 +290,9 @@ class MeshRenderer:
             offset += len(mesh.vertices)
         vbo = ctx.buffer(np.concatenate(vertex_data).astype("f4").tobytes())
         ibo = ctx.buffer(np.concatenate(index_data).astype("i4").tobytes())
-        vao = ctx.vertex_array(program, [(vbo, "3f 3f 3f 1f", "in_position", "in_normal", "in_color", "in_person")], ibo)
+        vao = ctx.vertex_array(
+            program, [(vbo, "3f 3f 3f 1f", "in_position", "in_normal", "in_color", "in_person")], ibo
+        )
         vao.render()
         for gl_object in (vao, vbo, ibo):
             gl_object.release()

@@ -56,9 +56,16 @@ class ResidualPersonCheck:
     `close_up_face` of the frame is reported as a close-up that a body avatar cannot cover.
     """
 
-    def __init__(self, segmentation_threshold: float = 0.5, min_area: float = 0.003, avatar_margin: float = 0.015,
-                 min_face_confidence: float = 0.5, min_hand_confidence: float = 0.5, min_uncovered: float = 0.25,
-                 close_up_face: float = 0.08):  # fmt: skip
+    def __init__(
+        self,
+        segmentation_threshold: float = 0.5,
+        min_area: float = 0.003,
+        avatar_margin: float = 0.015,
+        min_face_confidence: float = 0.5,
+        min_hand_confidence: float = 0.5,
+        min_uncovered: float = 0.25,
+        close_up_face: float = 0.08,
+    ):
         self.segmentation_threshold = segmentation_threshold
         self.min_area = min_area
         self.avatar_margin = avatar_margin
@@ -87,10 +94,16 @@ class ResidualPersonCheck:
             mp = import_mediapipe()
             self._models = (
                 mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1),
-                mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=self.min_face_confidence),
-                mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=4, model_complexity=0,
-                                         min_detection_confidence=self.min_hand_confidence),
-            )  # fmt: skip
+                mp.solutions.face_detection.FaceDetection(
+                    model_selection=1, min_detection_confidence=self.min_face_confidence
+                ),
+                mp.solutions.hands.Hands(
+                    static_image_mode=False,
+                    max_num_hands=4,
+                    model_complexity=0,
+                    min_detection_confidence=self.min_hand_confidence,
+                ),
+            )
         return self._models
 
     def evidence(self, frames: np.ndarray, faces: bool = True, hands: bool = True) -> list[Evidence]:
@@ -164,7 +177,9 @@ class ResidualPersonCheck:
 
 def residual_status(frames_with: dict[str, list[int]], num_frames: int) -> str:
     """`residual_person: ...` naming the evidence, how many frames and the first one."""
-    parts = ", ".join(f"{kind} in {len(ts)} of {num_frames} frames (first: frame {ts[0]})" for kind, ts in frames_with.items())
+    parts = ", ".join(
+        f"{kind} in {len(ts)} of {num_frames} frames (first: frame {ts[0]})" for kind, ts in frames_with.items()
+    )
     if "close-up face" in frames_with:
         return f"{STATUS_RESIDUAL}: close-up a body avatar cannot cover: {parts}"
     if set(frames_with) == {"hand"}:

@@ -151,8 +151,10 @@ class AnonymizeShard(PipelineStep):
         dataset, keys = _load(plan.input, plan.split, plan.video_column)
         found = {name: len(part) for name, part in dataset.items()}
         if found != plan.splits or keys_digest(keys) != plan.keys_sha256:  # e.g. files added on a node's view
-            raise ValueError(f"INPUT {plan.input} changed since the run was planned (rows {found}, planned {plan.splits}); "
-                             "restore it, or start a new OUTPUT")  # fmt: skip
+            raise ValueError(
+                f"INPUT {plan.input} changed since the run was planned (rows {found}, planned {plan.splits}); "
+                "restore it, or start a new OUTPUT"
+            )
         anonymizer = _anonymizer(plan.anonymizer)
         progress = TaskProgress(output, rank, sum(stop - start for _, start, stop in plan.ranges(rank)))
         temporary = output / STATE_DIR / "tmp"
@@ -193,9 +195,17 @@ class TaskProgress:
 
     def __init__(self, output: Path, rank: int, rows: int):
         self.path = output / STATE_DIR / "progress" / f"{rank:05d}.json"
-        self.state = {"rank": rank, "rows": rows, "clips": 0, "frames": 0, "done": False, "pid": os.getpid(),
-                      "anonymizers_built_in_process": _BUILDS["anonymizers"], "started": time.time(),
-                      "cpu_seconds": 0.0}  # fmt: skip
+        self.state = {
+            "rank": rank,
+            "rows": rows,
+            "clips": 0,
+            "frames": 0,
+            "done": False,
+            "pid": os.getpid(),
+            "anonymizers_built_in_process": _BUILDS["anonymizers"],
+            "started": time.time(),
+            "cpu_seconds": 0.0,
+        }
         self._cpu_start = time.process_time()  # this process, all its threads (mediapipe runs several)
         _write_json(self.path, self.state)
 
@@ -243,8 +253,12 @@ class ProgressMonitor(threading.Thread):
         elapsed = max((now or time.time()) - self.started, 1e-9)
         remaining = self.plan.total_rows - done_before - clips
         rate = clips / elapsed
-        return {"clips": done_before + clips, "total": self.plan.total_rows, "fps": frames_now / elapsed,
-                "eta": remaining / rate if rate > 0 else None}  # fmt: skip
+        return {
+            "clips": done_before + clips,
+            "total": self.plan.total_rows,
+            "fps": frames_now / elapsed,
+            "eta": remaining / rate if rate > 0 else None,
+        }
 
     def line(self, now: float | None = None) -> str:
         s = self.snapshot(now)
@@ -286,15 +300,25 @@ def plan_run(input: str, config, tasks: int, split: str | None = None) -> ShardP
     all_keys = [key for name in dataset for key in keys[name]]
     duplicated = len(all_keys) - len(set(all_keys))
     if duplicated:
-        raise ValueError(f"INPUT has {duplicated} rows whose {SOURCE_COLUMN!r} repeats another's: each row needs its own key")
-    return ShardPlan(input=input, split=split, video_column=config.video_column, tasks=tasks,
-                     splits={name: len(part) for name, part in dataset.items()}, keys_sha256=keys_digest(keys),
-                     anonymizer=config.to_dict())  # fmt: skip
+        raise ValueError(
+            f"INPUT has {duplicated} rows whose {SOURCE_COLUMN!r} repeats another's: each row needs its own key"
+        )
+    return ShardPlan(
+        input=input,
+        split=split,
+        video_column=config.video_column,
+        tasks=tasks,
+        splits={name: len(part) for name, part in dataset.items()},
+        keys_sha256=keys_digest(keys),
+        anonymizer=config.to_dict(),
+    )
 
 
 def keys_digest(keys: dict[str, list[str]]) -> str:
     """sha256 of every row's key, split by split, in order: the same rows in the same order."""
-    return hashlib.sha256("\n".join(f"{name}\t{key}" for name, part in keys.items() for key in part).encode()).hexdigest()
+    return hashlib.sha256(
+        "\n".join(f"{name}\t{key}" for name, part in keys.items() for key in part).encode()
+    ).hexdigest()
 
 
 def prepare_output(output_dir, plan: ShardPlan, overwrite: bool = False) -> None:
@@ -324,8 +348,16 @@ def completed_tasks(output_dir, plan: ShardPlan) -> list[int]:
     return [rank for rank in range(plan.tasks) if (folder / f"{rank:05d}").exists()]
 
 
-def make_executor(plan: ShardPlan, output_dir, *, executor: str = "local", workers: int = 1, batch_size: int = 2,
-                  slurm: dict | None = None, ray: dict | None = None):  # fmt: skip
+def make_executor(
+    plan: ShardPlan,
+    output_dir,
+    *,
+    executor: str = "local",
+    workers: int = 1,
+    batch_size: int = 2,
+    slurm: dict | None = None,
+    ray: dict | None = None,
+):
     """The datatrove executor running one `AnonymizeShard` per task."""
     if executor not in EXECUTORS:
         raise ValueError(f"--executor {executor!r}: choose one of {EXECUTORS}")
@@ -338,8 +370,9 @@ def make_executor(plan: ShardPlan, output_dir, *, executor: str = "local", worke
         from datatrove.executor import LocalPipelineExecutor
 
         # forkserver: workers never inherit a parent's mediapipe graphs or EGL context
-        return LocalPipelineExecutor(pipeline, tasks=plan.tasks, workers=workers, logging_dir=logging_dir,
-                                     start_method="forkserver")  # fmt: skip
+        return LocalPipelineExecutor(
+            pipeline, tasks=plan.tasks, workers=workers, logging_dir=logging_dir, start_method="forkserver"
+        )
     if executor == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
@@ -348,16 +381,34 @@ def make_executor(plan: ShardPlan, output_dir, *, executor: str = "local", worke
             raise ValueError("--executor slurm needs --slurm-partition NAME (the partition the job array runs on)")
         activate = Path(sys.prefix) / "bin" / "activate"
         options.setdefault("env_command", f"source {activate}" if activate.exists() else None)
-        return SlurmPipelineExecutor(pipeline, tasks=plan.tasks, workers=workers, logging_dir=logging_dir,
-                                     job_name="hf-maskdp-anonymize", **options)  # fmt: skip
+        return SlurmPipelineExecutor(
+            pipeline,
+            tasks=plan.tasks,
+            workers=workers,
+            logging_dir=logging_dir,
+            job_name="hf-maskdp-anonymize",
+            **options,
+        )
     from datatrove.executor import RayPipelineExecutor
 
     return RayPipelineExecutor(pipeline, tasks=plan.tasks, workers=workers, logging_dir=logging_dir, **(ray or {}))
 
 
-def run_sharded(input: str, output_dir, config, *, tasks: int, workers: int = 1, executor: str = "local",
-                split: str | None = None, batch_size: int = 2, overwrite: bool = False, progress_interval: float = 10.0,
-                slurm: dict | None = None, ray: dict | None = None) -> ShardedRunResult:  # fmt: skip
+def run_sharded(
+    input: str,
+    output_dir,
+    config,
+    *,
+    tasks: int,
+    workers: int = 1,
+    executor: str = "local",
+    split: str | None = None,
+    batch_size: int = 2,
+    overwrite: bool = False,
+    progress_interval: float = 10.0,
+    slurm: dict | None = None,
+    ray: dict | None = None,
+) -> ShardedRunResult:
     """Run (or resume) a sharded anonymization of `input` into `output_dir`; see the module docstring.
 
     `config` is an `AnonymizerConfig`. With `executor="slurm"` the job array is submitted and this
@@ -367,10 +418,16 @@ def run_sharded(input: str, output_dir, config, *, tasks: int, workers: int = 1,
     prepare_output(output_dir, plan, overwrite)
     before = completed_tasks(output_dir, plan)
     to_run = [rank for rank in range(plan.tasks) if rank not in before]
-    result = ShardedRunResult(str(output_dir), plan.tasks, before, to_run,
-                              sum(stop - start for rank in to_run for _, start, stop in plan.ranges(rank)))  # fmt: skip
-    engine = make_executor(plan, output_dir, executor=executor, workers=workers, batch_size=batch_size,
-                           slurm=slurm, ray=ray)  # fmt: skip
+    result = ShardedRunResult(
+        str(output_dir),
+        plan.tasks,
+        before,
+        to_run,
+        sum(stop - start for rank in to_run for _, start, stop in plan.ranges(rank)),
+    )
+    engine = make_executor(
+        plan, output_dir, executor=executor, workers=workers, batch_size=batch_size, slurm=slurm, ray=ray
+    )
     started = time.time()
     if to_run:
         if executor == "ray":
@@ -389,7 +446,9 @@ def run_sharded(input: str, output_dir, config, *, tasks: int, workers: int = 1,
     result.complete = len(completed_tasks(output_dir, plan)) == plan.tasks
     if executor != "slurm" and not result.complete:
         missing = sorted(set(range(plan.tasks)) - set(completed_tasks(output_dir, plan)))
-        raise RuntimeError(f"tasks {missing} failed (logs: {logging_dir(output_dir)}/logs); re-run the same command to retry them")
+        raise RuntimeError(
+            f"tasks {missing} failed (logs: {logging_dir(output_dir)}/logs); re-run the same command to retry them"
+        )
     if result.complete:
         from hf_maskdp.hub import summarize_dataset
 
@@ -420,22 +479,38 @@ def load_shards(output_dir, split: str | None = None):
             f"{output} is an unfinished sharded run ({len(done)} of {plan.tasks} tasks done): re-run the same "
             "`hf-maskdp anonymize` command to finish it"
         )
-    files = {name: [str(output / "data" / plan.shard_name(name, rank)) for rank in range(plan.tasks)
-                    if any(s == name for s, _, _ in plan.ranges(rank))]
-             for name in plan.splits if plan.splits[name]}  # fmt: skip
+    files = {
+        name: [
+            str(output / "data" / plan.shard_name(name, rank))
+            for rank in range(plan.tasks)
+            if any(s == name for s, _, _ in plan.ranges(rank))
+        ]
+        for name in plan.splits
+        if plan.splits[name]
+    }
     if split is not None and split not in files:
         raise ValueError(f"split {split!r} not in {output} (splits: {list(files)})")
     loaded = datasets.load_dataset("parquet", data_files=files if split is None else {split: files[split]})
     return loaded if split is None else loaded[split]
 
 
-def push_shards(output_dir, repo_id: str, *, private: bool = True, token: str | None = None, anonymizer_info=None) -> str:
+def push_shards(
+    output_dir, repo_id: str, *, private: bool = True, token: str | None = None, anonymizer_info=None
+) -> str:
     """Upload `data/*.parquet` of a finished run as they are (no rewrite) plus the dataset card; private by default."""
     from huggingface_hub import DatasetCard, HfApi
     from huggingface_hub.errors import EntryNotFoundError
 
-    from hf_maskdp.hub import (_check_token, _create_private_aware_repo, _resolve_token, check_mask_columns,
-                               dataset_card, hub_errors, summarize_dataset, validate_repo_id)  # fmt: skip
+    from hf_maskdp.hub import (
+        _check_token,
+        _create_private_aware_repo,
+        _resolve_token,
+        check_mask_columns,
+        dataset_card,
+        hub_errors,
+        summarize_dataset,
+        validate_repo_id,
+    )
 
     repo_id = validate_repo_id(repo_id)
     data = load_shards(output_dir)
@@ -445,9 +520,13 @@ def push_shards(output_dir, repo_id: str, *, private: bool = True, token: str | 
     _check_token(token, repo_id)
     url = _create_private_aware_repo(repo_id, "dataset", private, token)
     with hub_errors(repo_id, "push to"):
-        HfApi(token=token).upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(output_dir),
-                                         allow_patterns=["data/*.parquet"],
-                                         commit_message="Upload anonymized shards (hf_maskdp)")  # fmt: skip
+        HfApi(token=token).upload_folder(
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=str(output_dir),
+            allow_patterns=["data/*.parquet"],
+            commit_message="Upload anonymized shards (hf_maskdp)",
+        )
         try:
             existing = DatasetCard.load(repo_id, repo_type="dataset", token=token)
         except EntryNotFoundError:  # a new repo: upload_folder wrote no card
@@ -466,23 +545,37 @@ def run_from_args(args, config) -> int:
 
     if args.num_proc is not None:
         raise ValueError("--num-proc is for a single datasets.map; with --tasks use --workers W (processes at once)")
-    given = {name: getattr(args, f"slurm_{name}") for name in SLURM_DEFAULTS if getattr(args, f"slurm_{name}") is not None}
+    given = {
+        name: getattr(args, f"slurm_{name}") for name in SLURM_DEFAULTS if getattr(args, f"slurm_{name}") is not None
+    }
     if given and args.executor != "slurm":
         raise ValueError(f"--slurm-* options ({', '.join(given)}) need --executor slurm")
     slurm = {**SLURM_DEFAULTS, **given}
-    result = run_sharded(args.input, args.output_dir, config, tasks=args.tasks, workers=args.workers,
-                         executor=args.executor, split=args.split, batch_size=args.batch_size,
-                         overwrite=getattr(args, "overwrite", False), slurm=slurm)  # fmt: skip
+    result = run_sharded(
+        args.input,
+        args.output_dir,
+        config,
+        tasks=args.tasks,
+        workers=args.workers,
+        executor=args.executor,
+        split=args.split,
+        batch_size=args.batch_size,
+        overwrite=getattr(args, "overwrite", False),
+        slurm=slurm,
+    )
     skipped = f"{len(result.completed_before)} of {result.tasks} tasks already complete (skipped)"
     if not result.complete:
-        print(f"submitted {len(result.ran)} tasks ({result.clips_run} clips) to Slurm, {skipped}; logs in "
-              f"{logging_dir(args.output_dir)}. Run the same command again when the jobs end: it prints the summary"
-              f"{' and pushes' if args.push_to_hub else ''} (or resubmits unfinished tasks).")  # fmt: skip
+        print(
+            f"submitted {len(result.ran)} tasks ({result.clips_run} clips) to Slurm, {skipped}; logs in "
+            f"{logging_dir(args.output_dir)}. Run the same command again when the jobs end: it prints the summary"
+            f"{' and pushes' if args.push_to_hub else ''} (or resubmits unfinished tasks)."
+        )
         return 0
     print(f"this run: {len(result.ran)} tasks ({result.clips_run} clips) in {result.seconds:.1f} s, {skipped}")
     print(format_summary(result.summary, args.output_dir))
     if args.push_to_hub:
-        url = push_shards(args.output_dir, args.push_to_hub, private=not args.public, token=args.token,
-                          anonymizer_info=config)  # fmt: skip
+        url = push_shards(
+            args.output_dir, args.push_to_hub, private=not args.public, token=args.token, anonymizer_info=config
+        )
         print(f"pushed {result.tasks} tasks' shards to {url} ({'public' if args.public else 'private'})")
     return 0

@@ -132,9 +132,12 @@ class SMPLHBody:
             return None if value is None else torch.as_tensor(np.asarray(value, np.float32).reshape(1, -1))
 
         with torch.no_grad():
-            output = self._model(betas=self._betas, body_pose=row(body_pose),
-                                 global_orient=row(np.zeros(3) if global_orient is None else global_orient),
-                                 transl=row(np.zeros(3) if transl is None else transl))  # fmt: skip
+            output = self._model(
+                betas=self._betas,
+                body_pose=row(body_pose),
+                global_orient=row(np.zeros(3) if global_orient is None else global_orient),
+                transl=row(np.zeros(3) if transl is None else transl),
+            )
         joints = output.joints[0, : len(SMPLH_BODY_JOINTS)].numpy().astype(np.float32)
         return output.vertices[0].numpy().astype(np.float32), joints
 

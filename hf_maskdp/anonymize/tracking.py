@@ -14,7 +14,9 @@ import numpy as np
 from hf_maskdp.anonymize.pose import Detection, PoseTrack, empty_track
 
 
-def link_detections(people: list[list[Detection]], shape: tuple[int, int, int], min_iou: float = 0.1) -> list[PoseTrack]:
+def link_detections(
+    people: list[list[Detection]], shape: tuple[int, int, int], min_iou: float = 0.1
+) -> list[PoseTrack]:
     """One `PoseTrack` per person from the people found in each frame.
 
     Each frame's people are matched to the tracks by the overlap (IoU) of their landmark
@@ -42,7 +44,11 @@ def link_detections(people: list[list[Detection]], shape: tuple[int, int, int], 
                 last_box.append(box)
                 k = len(tracks) - 1
             track = tracks[k]
-            track.keypoints_2d[t], track.keypoints_3d[t], track.visibility[t] = person.keypoints_2d, person.keypoints_3d, person.visibility
+            track.keypoints_2d[t], track.keypoints_3d[t], track.visibility[t] = (
+                person.keypoints_2d,
+                person.keypoints_3d,
+                person.visibility,
+            )
             track.detected[t] = track.valid[t] = True
             if person.person_mask is not None:
                 track.person_mask[t] = person.person_mask
@@ -79,7 +85,10 @@ def fill_gaps(track: PoseTrack, max_gap: int) -> PoseTrack:
             vis[start + 1 : end] = np.minimum(vis[start], vis[end])
             valid[start + 1 : end] = True
     first, last = detected[0], detected[-1]
-    for lo, hi, source in ((max(0, first - max_gap), first, first), (last + 1, min(track.num_frames, last + 1 + max_gap), last)):
+    for lo, hi, source in (
+        (max(0, first - max_gap), first, first),
+        (last + 1, min(track.num_frames, last + 1 + max_gap), last),
+    ):
         k2[lo:hi], k3[lo:hi], vis[lo:hi] = k2[source], k3[source], vis[source]
         valid[lo:hi] = True
     return track.replace(keypoints_2d=k2, keypoints_3d=k3, visibility=vis, valid=valid)

@@ -15,8 +15,12 @@ def register(subparsers) -> None:
     from ..pretrain import PretrainConfig
 
     defaults = PretrainConfig()
-    parser = subparsers.add_parser("pretrain", help="pretrain a small VideoMAE on public avatar clips",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="pretrain a small VideoMAE on public avatar clips",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("output_dir", help="where the checkpoint (save_pretrained folder + card) goes")
     parser.add_argument("--num-train", type=int, default=defaults.num_train, help="public training clips")
     parser.add_argument("--num-test", type=int, default=defaults.num_test, help="public held-out clips")
@@ -28,9 +32,12 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..pretrain import PretrainConfig, pretrain
 
-    config = PretrainConfig(output_dir=args.output_dir, num_train=args.num_train, num_test=args.num_test,
-                            epochs=args.epochs, seed=args.seed)  # fmt: skip
+    config = PretrainConfig(
+        output_dir=args.output_dir, num_train=args.num_train, num_test=args.num_test, epochs=args.epochs, seed=args.seed
+    )
     metrics = pretrain(config)
-    print(f"wrote {args.output_dir}: test accuracy {metrics['test_accuracy_full_clips']:.3f} (full clips), "
-          f"{metrics['test_accuracy_fill_view']:.3f} (fill view), chance {metrics['chance']:.3f}")
+    print(
+        f"wrote {args.output_dir}: test accuracy {metrics['test_accuracy_full_clips']:.3f} (full clips), "
+        f"{metrics['test_accuracy_fill_view']:.3f} (fill view), chance {metrics['chance']:.3f}"
+    )
     return 0

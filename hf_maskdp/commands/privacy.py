@@ -29,12 +29,18 @@ def _add_run_arguments(parser) -> None:
     length = parser.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=int, help="number of optimizer steps")
     length.add_argument("--epochs", type=float, help="epochs; steps = ceil(epochs / sample rate)")
-    parser.add_argument("--delta", type=float, default=1e-5,
-                        help="δ in (0, 1), well below 1/dataset size (default 1e-5)")
-    parser.add_argument("--accountant", choices=ACCOUNTANTS, default="rdp",
-                        help="default: rdp (what the theorem states)")
-    parser.add_argument("--dataset-size", type=int, default=None,
-                        help="N, records with sensitive content: warns when δ > 1/N (default: N >= 1/sample rate)")
+    parser.add_argument(
+        "--delta", type=float, default=1e-5, help="δ in (0, 1), well below 1/dataset size (default 1e-5)"
+    )
+    parser.add_argument(
+        "--accountant", choices=ACCOUNTANTS, default="rdp", help="default: rdp (what the theorem states)"
+    )
+    parser.add_argument(
+        "--dataset-size",
+        type=int,
+        default=None,
+        help="N, records with sensitive content: warns when δ > 1/N (default: N >= 1/sample rate)",
+    )
 
 
 def _warn_about_delta(args) -> None:
@@ -55,8 +61,9 @@ def _epsilon(args) -> int:
     from hf_maskdp.privacy.accounting import compute_epsilon
 
     # Full precision: rounding ε down would understate the privacy cost.
-    epsilon = compute_epsilon(args.sample_rate, args.noise_multiplier, args.steps, args.delta, args.accountant,
-                              args.epochs)
+    epsilon = compute_epsilon(
+        args.sample_rate, args.noise_multiplier, args.steps, args.delta, args.accountant, args.epochs
+    )
     _warn_about_delta(args)
     print(repr(epsilon))
     return 0
@@ -66,8 +73,9 @@ def _calibrate(args) -> int:
     from hf_maskdp.privacy.accounting import calibrate_noise_multiplier
 
     # Full precision: a rounded-down σ could miss the target.
-    sigma = calibrate_noise_multiplier(args.target_epsilon, args.sample_rate, args.steps, args.delta, args.accountant,
-                                       args.epochs)
+    sigma = calibrate_noise_multiplier(
+        args.target_epsilon, args.sample_rate, args.steps, args.delta, args.accountant, args.epochs
+    )
     _warn_about_delta(args)
     print(repr(sigma))
     return 0

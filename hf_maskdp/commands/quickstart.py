@@ -16,13 +16,21 @@ import argparse
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("quickstart", help="run the whole method on the embedded dataset (make demo)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "quickstart",
+        help="run the whole method on the embedded dataset (make demo)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--preset", choices=("demo", "benchmark", "fast"), default="demo")
     parser.add_argument("--fast", action="store_true", help="same as --preset fast")
     parser.add_argument("--output-dir", default="quickstart_output", help="where results, model and dataset go")
-    parser.add_argument("--regime", action="append", choices=("ntu", "ucf"),
-                        help="ntu: one scene for every action; ucf: scenes hint at the label (repeatable)")
+    parser.add_argument(
+        "--regime",
+        action="append",
+        choices=("ntu", "ucf"),
+        help="ntu: one scene for every action; ucf: scenes hint at the label (repeatable)",
+    )
     parser.add_argument("--init", choices=("public", "scratch"), help="public pretraining (default) or random init")
     parser.add_argument("--pretrained-model", help="Hub id or folder of a public checkpoint (default: shipped)")
     parser.add_argument("--num-train", type=int, help="private training records per regime")

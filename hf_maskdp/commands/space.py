@@ -35,10 +35,17 @@ def register(subparsers) -> None:
         description="Serve the Gradio demo locally. Classify uses $HF_MASKDP_MODEL, or ./quickstart_output/maskdp_model.",
     )
     # gradio's own environment variables are honoured, as `python spaces/app.py` does
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
-                        help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        help="address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1, this machine only)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+        help="port (default: $GRADIO_SERVER_PORT or 7860)",
+    )
     parser.add_argument("--model", default=None, help="model folder or Hub id for the Classify tab")
     parser.add_argument("--app", default=str(SPACE_APP), help="path to spaces/app.py")
     parser.set_defaults(handler=run)

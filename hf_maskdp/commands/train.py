@@ -11,14 +11,20 @@ import argparse
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="fine-tune a video classifier with MaskDP",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune a video classifier with MaskDP",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     parser.set_defaults(handler=run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", help="save_to_disk folder or Hub dataset id (anonymized: video, sensitive_mask, label)")
+    parser.add_argument(
+        "dataset", help="save_to_disk folder or Hub dataset id (anonymized: video, sensitive_mask, label)"
+    )
     parser.add_argument("output_dir")
     parser.add_argument("--split", default="train")
     parser.add_argument("--eval-split", default=None, help="held-out split to evaluate on (never the private one)")
@@ -33,22 +39,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micro-batch-size", type=int, default=8, help="examples per forward (memory)")
     parser.add_argument("--public-view", default=None, choices=["fill", "drop"])
     parser.add_argument("--stop-at-epsilon", type=float, default=None)
-    parser.add_argument("--trust-masks", action="store_true",
-                        help="DANGER: train on masks without the anonymizer's provenance, on your word that they are "
-                        "right; MaskDP protects only what they mark sensitive, and the model card says so")
-    parser.add_argument("--epochs", type=float, default=5.0,
-                        help="steps = ceil(epochs / q), as in `hf-maskdp privacy calibrate --epochs`")
+    parser.add_argument(
+        "--trust-masks",
+        action="store_true",
+        help="DANGER: train on masks without the anonymizer's provenance, on your word that they are "
+        "right; MaskDP protects only what they mark sensitive, and the model card says so",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=float,
+        default=5.0,
+        help="steps = ceil(epochs / q), as in `hf-maskdp privacy calibrate --epochs`",
+    )
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--model", default=None, help="VideoMAE checkpoint (path or Hub id); default: a small "
-                        "VideoMAE built from --image-size/--num-frames/--layers/--hidden-size")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="VideoMAE checkpoint (path or Hub id); default: a small "
+        "VideoMAE built from --image-size/--num-frames/--layers/--hidden-size",
+    )
     parser.add_argument("--num-frames", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden-size", type=int, default=192)
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is available")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="DataLoader worker processes that decode the next steps' clips (default 0: in the loop)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="DataLoader worker processes that decode the next steps' clips (default 0: in the loop)",
+    )
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (per-example norms stay fp32)")
     parser.add_argument("--push-to-hub", metavar="REPO", default=None)
     parser.add_argument("--public", action="store_true", help="make the pushed repo public (default: private)")
@@ -78,8 +99,10 @@ def published_rows(dataset, split: str):
     withheld = len(withheld_rows(dataset))
     if not withheld:
         return dataset
-    print(f"{split}: skipping {withheld} of {len(dataset)} clips withheld by the anonymizer (no video); "
-          f"using the other {len(dataset) - withheld}")
+    print(
+        f"{split}: skipping {withheld} of {len(dataset)} clips withheld by the anonymizer (no video); "
+        f"using the other {len(dataset) - withheld}"
+    )
     return dataset.filter(lambda video: video is not None, input_columns="video")
 
 
@@ -97,9 +120,15 @@ def build_model(args, dataset):
     if args.model:
         return VideoMAEForVideoClassification.from_pretrained(args.model, ignore_mismatched_sizes=True, **labels)
     heads = max(1, args.hidden_size // 64)
-    config = VideoMAEConfig(image_size=args.image_size, num_frames=args.num_frames, hidden_size=args.hidden_size,
-                            num_hidden_layers=args.layers, num_attention_heads=heads,
-                            intermediate_size=4 * args.hidden_size, **labels)
+    config = VideoMAEConfig(
+        image_size=args.image_size,
+        num_frames=args.num_frames,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * args.hidden_size,
+        **labels,
+    )
     return VideoMAEForVideoClassification(config)
 
 
@@ -119,20 +148,34 @@ def run(args) -> int:
     model = build_model(args, train)
     private = args.privacy_mode in ("maskdp", "dpsgd")
     config = MaskDPConfig(
-        output_dir=args.output_dir, privacy_mode=args.privacy_mode,
+        output_dir=args.output_dir,
+        privacy_mode=args.privacy_mode,
         target_epsilon=args.target_epsilon if private else None,
         noise_multiplier=args.noise_multiplier if private else None,
-        target_delta=args.delta, per_sample_clip_norm=args.clip_norm, private_batch_size=args.private_batch_size,
-        public_batch_size=args.public_batch_size, per_device_train_batch_size=args.micro_batch_size,
-        per_device_eval_batch_size=args.micro_batch_size, public_view=args.public_view or DEFAULT_PUBLIC_VIEW,
-        stop_at_epsilon=args.stop_at_epsilon, trust_masks=args.trust_masks, num_train_epochs=args.epochs,
+        target_delta=args.delta,
+        per_sample_clip_norm=args.clip_norm,
+        private_batch_size=args.private_batch_size,
+        public_batch_size=args.public_batch_size,
+        per_device_train_batch_size=args.micro_batch_size,
+        per_device_eval_batch_size=args.micro_batch_size,
+        public_view=args.public_view or DEFAULT_PUBLIC_VIEW,
+        stop_at_epsilon=args.stop_at_epsilon,
+        trust_masks=args.trust_masks,
+        num_train_epochs=args.epochs,
         max_steps=args.max_steps,
-        learning_rate=args.learning_rate, save_strategy="no", eval_strategy="epoch" if evaluation else "no",
-        logging_steps=1, report_to="none", use_cpu=args.cpu or not torch.cuda.is_available(),
-        dataloader_num_workers=args.workers, bf16=args.bf16)
+        learning_rate=args.learning_rate,
+        save_strategy="no",
+        eval_strategy="epoch" if evaluation else "no",
+        logging_steps=1,
+        report_to="none",
+        use_cpu=args.cpu or not torch.cuda.is_available(),
+        dataloader_num_workers=args.workers,
+        bf16=args.bf16,
+    )
     collator = VideoClipCollator(num_frames=model.config.num_frames, image_size=model.config.image_size)
-    trainer = MaskDPTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
-                            data_collator=collator)
+    trainer = MaskDPTrainer(
+        model=model, args=config, train_dataset=train, eval_dataset=evaluation, data_collator=collator
+    )
     trainer.train()
     trainer.save_model()
     if trainer.is_world_process_zero():
@@ -144,12 +187,16 @@ def run(args) -> int:
             print(f"pushed to {url} ({'public' if args.public else 'private'})")
         eps, delta = trainer.privacy_spent()
         record = trainer.privacy_record()
-        print(f"trained {trainer.state.global_step} steps ({args.privacy_mode}) on {trainer.args.device}: "
-              f"epsilon={eps:.4g}, delta={delta:g}; saved to {args.output_dir}")
+        print(
+            f"trained {trainer.state.global_step} steps ({args.privacy_mode}) on {trainer.args.device}: "
+            f"epsilon={eps:.4g}, delta={delta:g}; saved to {args.output_dir}"
+        )
         if record["fully_public_records"] is not None:
             masks = "TRUSTED (--trust-masks), not verified" if args.trust_masks else "verified"
-            print(f"{record['fully_public_records']} of {record['training_rows']} training clips have no sensitive "
-                  f"pixel (public only); masks {masks}")
+            print(
+                f"{record['fully_public_records']} of {record['training_rows']} training clips have no sensitive "
+                f"pixel (public only); masks {masks}"
+            )
     _close_process_group()
     return 0
 

@@ -67,7 +67,12 @@ def _blend(a, b, weight):
 
 def wave(phase, amplitude):
     swing = 0.6 * amplitude * np.sin(phase)  # the forearm sways side to side above the elbow
-    aim = _arms(ARM_DOWN, FOREARM_DOWN, right_upper=_unit(-0.9, 0.25, 0.3), right_fore=_unit(-np.sin(swing), np.cos(swing), 0.25))
+    aim = _arms(
+        ARM_DOWN,
+        FOREARM_DOWN,
+        right_upper=_unit(-0.9, 0.25, 0.3),
+        right_fore=_unit(-np.sin(swing), np.cos(swing), 0.25),
+    )
     return Posture(aim=aim, local={"head": (0.0, -0.15, 0.0)})
 
 
@@ -83,7 +88,10 @@ def squat(phase, amplitude):
     thigh = 1.3 * depth  # forward swing of the thighs
     shin = 0.55 * depth  # knees travel forward over the toes
     aim = _arms(_unit(0.15, -0.2 + 0.2 * depth, 1.0), _unit(0.1, -0.1 + 0.1 * depth, 1.0))
-    aim["left_hip"], aim["right_hip"] = _unit(0.12, -np.cos(thigh), np.sin(thigh)), _unit(-0.12, -np.cos(thigh), np.sin(thigh))
+    aim["left_hip"], aim["right_hip"] = (
+        _unit(0.12, -np.cos(thigh), np.sin(thigh)),
+        _unit(-0.12, -np.cos(thigh), np.sin(thigh)),
+    )
     aim["left_knee"] = aim["right_knee"] = _unit(0.0, -np.cos(shin), -np.sin(shin))
     return Posture(aim=aim, local={"spine1": (0.45 * depth, 0, 0), "spine2": (0.15 * depth, 0, 0)})
 
@@ -143,9 +151,15 @@ def kick(phase, amplitude):
 def side_bend(phase, amplitude):
     bend = 0.45 * amplitude * np.sin(phase)  # the trunk leans left and right, one arm overhead
     up = _unit(-0.3 * np.sign(bend) if bend else 0.0, 1.0, 0.1)
-    aim = _arms(up if bend < 0 else ARM_DOWN, up if bend < 0 else FOREARM_DOWN,
-                _mirror(up) if bend >= 0 else _mirror(ARM_DOWN), _mirror(up) if bend >= 0 else _mirror(FOREARM_DOWN))
-    return Posture(aim=aim, local={"spine1": (0, 0, -0.5 * bend), "spine2": (0, 0, -0.5 * bend), "spine3": (0, 0, -0.3 * bend)})
+    aim = _arms(
+        up if bend < 0 else ARM_DOWN,
+        up if bend < 0 else FOREARM_DOWN,
+        _mirror(up) if bend >= 0 else _mirror(ARM_DOWN),
+        _mirror(up) if bend >= 0 else _mirror(FOREARM_DOWN),
+    )
+    return Posture(
+        aim=aim, local={"spine1": (0, 0, -0.5 * bend), "spine2": (0, 0, -0.5 * bend), "spine3": (0, 0, -0.3 * bend)}
+    )
 
 
 def arm_circles(phase, amplitude):
@@ -157,8 +171,12 @@ def arm_circles(phase, amplitude):
 def march(phase, amplitude):
     left = amplitude * max(0.0, np.sin(phase))  # knees up in turn, arms swing opposite
     right = amplitude * max(0.0, -np.sin(phase))
-    aim = _arms(_unit(0.15, -1.0, -0.6 * left + 0.6 * right), _unit(0.1, -0.3, 1.0),
-                _unit(-0.15, -1.0, 0.6 * left - 0.6 * right), _unit(-0.1, -0.3, 1.0))
+    aim = _arms(
+        _unit(0.15, -1.0, -0.6 * left + 0.6 * right),
+        _unit(0.1, -0.3, 1.0),
+        _unit(-0.15, -1.0, 0.6 * left - 0.6 * right),
+        _unit(-0.1, -0.3, 1.0),
+    )
     aim["left_hip"] = _unit(0.1, -np.cos(1.4 * left), np.sin(1.4 * left))
     aim["left_knee"] = _unit(0.1, -1.0, -0.2 * left)
     aim["right_hip"] = _unit(-0.1, -np.cos(1.4 * right), np.sin(1.4 * right))
@@ -169,13 +187,17 @@ def march(phase, amplitude):
 def bow(phase, amplitude):
     depth = 0.5 * (1 - np.cos(phase)) * amplitude  # the trunk folds forward, arms hang
     aim = _arms(_unit(0.15, -1.0, 0.5 * depth), _unit(0.1, -1.0, 0.4 * depth))
-    return Posture(aim=aim, local={"spine1": (0.7 * depth, 0, 0), "spine2": (0.3 * depth, 0, 0), "neck": (0.2 * depth, 0, 0)})
+    return Posture(
+        aim=aim, local={"spine1": (0.7 * depth, 0, 0), "spine2": (0.3 * depth, 0, 0), "neck": (0.2 * depth, 0, 0)}
+    )
 
 
 def twist(phase, amplitude):
     turn = 0.6 * amplitude * np.sin(phase)  # arms out sideways, the trunk turns about the spine
     aim = _arms(_unit(1.0, 0.0, -0.2), _unit(1.0, 0.0, -0.2))
-    return Posture(aim=aim, local={"spine1": (0, turn * 0.4, 0), "spine2": (0, turn * 0.4, 0), "spine3": (0, turn * 0.3, 0)})
+    return Posture(
+        aim=aim, local={"spine1": (0, turn * 0.4, 0), "spine2": (0, turn * 0.4, 0), "spine3": (0, turn * 0.3, 0)}
+    )
 
 
 ACTIONS = {

@@ -35,8 +35,9 @@ PUBLIC_BACKGROUNDS = {
 PUBLIC_BACKGROUND_NAMES = tuple(PUBLIC_BACKGROUNDS)
 
 
-def choose_background(label: int, rng: np.random.Generator, bias: float = 0.6,
-                      scenes: tuple[str, ...] = BACKGROUND_NAMES) -> str:
+def choose_background(
+    label: int, rng: np.random.Generator, bias: float = 0.6, scenes: tuple[str, ...] = BACKGROUND_NAMES
+) -> str:
     """Scene context that hints at the label without deciding it, as a kitchen hints at cooking:
     with probability `bias` the action's preferred scene, otherwise any of `scenes`."""
     if rng.random() < bias:

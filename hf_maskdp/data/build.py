@@ -88,7 +88,11 @@ class ClipGenerator:
 
     def clip(self, split: str, index: int, label: int) -> dict:
         config = self.config
-        key = [config.seed, SPLITS[split], index] if config.identity_pool == 0 else [config.seed, SPLITS[split], index, config.identity_pool]
+        key = (
+            [config.seed, SPLITS[split], index]
+            if config.identity_pool == 0
+            else [config.seed, SPLITS[split], index, config.identity_pool]
+        )
         rng = np.random.default_rng(key)
         identity = int(rng.integers(config.num_identities))
         background = choose_background(label, rng, config.background_bias, config.scenes)
@@ -136,7 +140,9 @@ class ClipGenerator:
         distance = (top - bottom) / fill / (2 * np.tan(np.radians(fov) / 2))
         yaw, elevation = np.radians(rng.uniform(-35, 35)), np.radians(rng.uniform(-5, 15))
         target = np.array([rng.uniform(-0.12, 0.12), (top + bottom) / 2 + rng.uniform(-0.08, 0.08), 0.0])
-        eye = target + distance * np.array([np.sin(yaw) * np.cos(elevation), np.sin(elevation), np.cos(yaw) * np.cos(elevation)])
+        eye = target + distance * np.array(
+            [np.sin(yaw) * np.cos(elevation), np.sin(elevation), np.cos(yaw) * np.cos(elevation)]
+        )
         size = self.config.size
         camera = Camera.look_at(eye, target, size, size, fov_y_degrees=fov)
         return camera, float(joints[[JOINT["left_ankle"], JOINT["right_ankle"]], 1].min())

@@ -25,7 +25,21 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-VIDEO_EXTENSIONS = (".3gp", ".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ogv", ".ts", ".webm", ".wmv")
+VIDEO_EXTENSIONS = (
+    ".3gp",
+    ".avi",
+    ".flv",
+    ".m4v",
+    ".mkv",
+    ".mov",
+    ".mp4",
+    ".mpeg",
+    ".mpg",
+    ".ogv",
+    ".ts",
+    ".webm",
+    ".wmv",
+)
 SPLIT_FOLDERS = ("train", "validation", "test")
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
 
@@ -56,8 +70,11 @@ def load_video_folder(root) -> VideoFolder:
         raise FileNotFoundError(f"video folder not found: {root}")
     files = sorted(path for path in root.rglob("*") if path.is_file())
     videos = [path for path in files if path.suffix.lower() in VIDEO_EXTENSIONS]
-    skipped = [path.relative_to(root).as_posix() for path in files
-               if path.suffix.lower() not in VIDEO_EXTENSIONS and path.name not in METADATA_FILES]  # fmt: skip
+    skipped = [
+        path.relative_to(root).as_posix()
+        for path in files
+        if path.suffix.lower() not in VIDEO_EXTENSIONS and path.name not in METADATA_FILES
+    ]
     if not videos:
         raise ValueError(
             f"{root} holds no video files ({len(files)} other files{', e.g. ' + skipped[0] if skipped else ''}); "
@@ -65,12 +82,17 @@ def load_video_folder(root) -> VideoFolder:
         )
     top = {path.relative_to(root).parts[0] for path in videos}  # other files never change the layout
     split_layout = all((root / name).is_dir() and name in SPLIT_FOLDERS for name in top)
-    split_roots = {name: root / name for name in sorted(top, key=SPLIT_FOLDERS.index)} if split_layout else {"train": root}
-    rows = {split: _rows(root, split_root, [path for path in videos if path.is_relative_to(split_root)])
-            for split, split_root in split_roots.items()}  # fmt: skip
+    split_roots = (
+        {name: root / name for name in sorted(top, key=SPLIT_FOLDERS.index)} if split_layout else {"train": root}
+    )
+    rows = {
+        split: _rows(root, split_root, [path for path in videos if path.is_relative_to(split_root)])
+        for split, split_root in split_roots.items()
+    }
     features = _features([row for split_rows in rows.values() for row in split_rows])
-    result = datasets.DatasetDict({split: datasets.Dataset.from_list(split_rows, features=features)
-                                   for split, split_rows in rows.items()})  # fmt: skip
+    result = datasets.DatasetDict(
+        {split: datasets.Dataset.from_list(split_rows, features=features) for split, split_rows in rows.items()}
+    )
     loaded = sum(len(split) for split in result.values())
     if loaded != len(videos):  # the guarantee of this reader: one row per video file
         raise RuntimeError(f"{root}: found {len(videos)} video files but built {loaded} rows")
@@ -79,8 +101,10 @@ def load_video_folder(root) -> VideoFolder:
 
 def _rows(root: Path, split_root: Path, videos: list[Path]) -> list[dict]:
     """One row per video: `video`, `source`, and `label` (from sub-folders) or the metadata columns."""
-    rows = [{"video": {"path": str(path.resolve()), "bytes": None}, "source": path.relative_to(root).as_posix()}
-            for path in videos]  # fmt: skip
+    rows = [
+        {"video": {"path": str(path.resolve()), "bytes": None}, "source": path.relative_to(root).as_posix()}
+        for path in videos
+    ]
     metadata = _metadata(split_root, videos)
     if metadata is not None:
         for row, path in zip(rows, videos):
@@ -133,10 +157,14 @@ def _metadata(split_root: Path, videos: list[Path]) -> dict[Path, dict] | None:
             with open(metadata_file, newline="", encoding="utf-8") as handle:
                 records = list(csv.DictReader(handle))
         else:
-            records = [json.loads(line) for line in metadata_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            records = [
+                json.loads(line) for line in metadata_file.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
         for record in records:
             if "file_name" not in record:
-                raise ValueError(f"{metadata_file}: every row needs a 'file_name' column (the video's path relative to it)")
+                raise ValueError(
+                    f"{metadata_file}: every row needs a 'file_name' column (the video's path relative to it)"
+                )
             path = metadata_file.parent / record.pop("file_name")
             if not path.is_file():
                 raise FileNotFoundError(f"{metadata_file}: lists {path.name}, which is not in {metadata_file.parent}")

@@ -34,21 +34,65 @@ IDENTITY_COLUMNS = ("video_id", "subject", "group")
 
 # NTU RGB+D 60, action ids A001-A060 (Shahroudy et al. 2016, github.com/shahroudy/NTURGB-D).
 NTU60_CLASSES = (
-    "drink water", "eat meal/snack", "brushing teeth", "brushing hair", "drop", "pickup", "throw",
-    "sitting down", "standing up (from sitting position)", "clapping", "reading", "writing",
-    "tear up paper", "wear jacket", "take off jacket", "wear a shoe", "take off a shoe",
-    "wear on glasses", "take off glasses", "put on a hat/cap", "take off a hat/cap", "cheer up",
-    "hand waving", "kicking something", "reach into pocket", "hopping (one foot jumping)", "jump up",
-    "make a phone call/answer phone", "playing with phone/tablet", "typing on a keyboard",
-    "pointing to something with finger", "taking a selfie", "check time (from watch)",
-    "rub two hands together", "nod head/bow", "shake head", "wipe face", "salute",
-    "put the palms together", "cross hands in front (say stop)", "sneeze/cough", "staggering",
-    "falling", "touch head (headache)", "touch chest (stomachache/heart pain)",
-    "touch back (backache)", "touch neck (neckache)", "nausea or vomiting condition",
-    "use a fan (with hand or paper)/feeling warm", "punching/slapping other person",
-    "kicking other person", "pushing other person", "pat on back of other person",
-    "point finger at the other person", "hugging other person", "giving something to other person",
-    "touch other person's pocket", "handshaking", "walking towards each other",
+    "drink water",
+    "eat meal/snack",
+    "brushing teeth",
+    "brushing hair",
+    "drop",
+    "pickup",
+    "throw",
+    "sitting down",
+    "standing up (from sitting position)",
+    "clapping",
+    "reading",
+    "writing",
+    "tear up paper",
+    "wear jacket",
+    "take off jacket",
+    "wear a shoe",
+    "take off a shoe",
+    "wear on glasses",
+    "take off glasses",
+    "put on a hat/cap",
+    "take off a hat/cap",
+    "cheer up",
+    "hand waving",
+    "kicking something",
+    "reach into pocket",
+    "hopping (one foot jumping)",
+    "jump up",
+    "make a phone call/answer phone",
+    "playing with phone/tablet",
+    "typing on a keyboard",
+    "pointing to something with finger",
+    "taking a selfie",
+    "check time (from watch)",
+    "rub two hands together",
+    "nod head/bow",
+    "shake head",
+    "wipe face",
+    "salute",
+    "put the palms together",
+    "cross hands in front (say stop)",
+    "sneeze/cough",
+    "staggering",
+    "falling",
+    "touch head (headache)",
+    "touch chest (stomachache/heart pain)",
+    "touch back (backache)",
+    "touch neck (neckache)",
+    "nausea or vomiting condition",
+    "use a fan (with hand or paper)/feeling warm",
+    "punching/slapping other person",
+    "kicking other person",
+    "pushing other person",
+    "pat on back of other person",
+    "point finger at the other person",
+    "hugging other person",
+    "giving something to other person",
+    "touch other person's pocket",
+    "handshaking",
+    "walking towards each other",
     "walking apart from each other",
 )
 NTU60_CROSS_SUBJECT_TRAIN = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
@@ -57,17 +101,58 @@ NTU60_CROSS_VIEW_TRAIN = {2, 3}  # cameras; camera 1 is the test view
 # Toyota Smarthome trimmed clips (Das et al. 2019): ids as in the official skeleton baseline
 # (smarthome_gendata.py), 0-indexed. The cross-view protocols use their own 19 classes.
 SMARTHOME_CLASSES = (
-    "Cook.Cleandishes", "Cook.Cleanup", "Cook.Cut", "Cook.Stir", "Cook.Usestove", "Cutbread",
-    "Drink.Frombottle", "Drink.Fromcan", "Drink.Fromcup", "Drink.Fromglass", "Eat.Attable",
-    "Eat.Snack", "Enter", "Getup", "Laydown", "Leave", "Makecoffee.Pourgrains",
-    "Makecoffee.Pourwater", "Maketea.Boilwater", "Maketea.Insertteabag", "Pour.Frombottle",
-    "Pour.Fromcan", "Pour.Fromkettle", "Readbook", "Sitdown", "Takepills", "Uselaptop",
-    "Usetelephone", "Usetablet", "Walk", "WatchTV",
+    "Cook.Cleandishes",
+    "Cook.Cleanup",
+    "Cook.Cut",
+    "Cook.Stir",
+    "Cook.Usestove",
+    "Cutbread",
+    "Drink.Frombottle",
+    "Drink.Fromcan",
+    "Drink.Fromcup",
+    "Drink.Fromglass",
+    "Eat.Attable",
+    "Eat.Snack",
+    "Enter",
+    "Getup",
+    "Laydown",
+    "Leave",
+    "Makecoffee.Pourgrains",
+    "Makecoffee.Pourwater",
+    "Maketea.Boilwater",
+    "Maketea.Insertteabag",
+    "Pour.Frombottle",
+    "Pour.Fromcan",
+    "Pour.Fromkettle",
+    "Readbook",
+    "Sitdown",
+    "Takepills",
+    "Uselaptop",
+    "Usetelephone",
+    "Usetablet",
+    "Walk",
+    "WatchTV",
 )
 SMARTHOME_CROSS_VIEW_CLASSES = (
-    "Cutbread", "Drink.Frombottle", "Drink.Fromcan", "Drink.Fromcup", "Drink.Fromglass",
-    "Eat.Attable", "Eat.Snack", "Enter", "Getup", "Leave", "Pour.Frombottle", "Pour.Fromcan",
-    "Readbook", "Sitdown", "Takepills", "Uselaptop", "Usetablet", "Usetelephone", "Walk",
+    "Cutbread",
+    "Drink.Frombottle",
+    "Drink.Fromcan",
+    "Drink.Fromcup",
+    "Drink.Fromglass",
+    "Eat.Attable",
+    "Eat.Snack",
+    "Enter",
+    "Getup",
+    "Leave",
+    "Pour.Frombottle",
+    "Pour.Fromcan",
+    "Readbook",
+    "Sitdown",
+    "Takepills",
+    "Uselaptop",
+    "Usetablet",
+    "Usetelephone",
+    "Walk",
 )
 SMARTHOME_CROSS_SUBJECT_TRAIN = {3, 4, 6, 7, 9, 12, 13, 15, 17, 19, 25}  # test: 2, 10, 11, 14, 16, 18, 20
 SMARTHOME_CROSS_VIEW_CAMERAS = {  # split -> cameras
@@ -75,8 +160,14 @@ SMARTHOME_CROSS_VIEW_CAMERAS = {  # split -> cameras
     "cross_view_2": {"train": {1, 3, 4, 6, 7}, "validation": {5}, "test": {2}},
 }
 
-_PROTOCOL_ALIASES = {"xsub": "cross_subject", "cs": "cross_subject", "xview": "cross_view", "cv": "cross_view",
-                     "cv1": "cross_view_1", "cv2": "cross_view_2"}
+_PROTOCOL_ALIASES = {
+    "xsub": "cross_subject",
+    "cs": "cross_subject",
+    "xview": "cross_view",
+    "cv": "cross_view",
+    "cv1": "cross_view_1",
+    "cv2": "cross_view_2",
+}
 
 # --------------------------------------------------------------------------- UCF-101
 
@@ -115,8 +206,14 @@ def load_ucf101(root, split: int = 1, video_dir=None):
             if class_name not in class_ids:
                 raise ValueError(f"{lists / list_name}: class {class_name!r} of {relative} is not in classInd.txt")
             match = _UCF_NAME.match(Path(relative).stem)
-            rows.append({"video": videos / relative, "label": class_ids[class_name],
-                         "group": int(match["group"]) if match else None, "clip": int(match["clip"]) if match else None})
+            rows.append(
+                {
+                    "video": videos / relative,
+                    "label": class_ids[class_name],
+                    "group": int(match["group"]) if match else None,
+                    "clip": int(match["clip"]) if match else None,
+                }
+            )
         splits[split_name] = rows
     return _dataset_dict(splits, names, {"group": "int32", "clip": "int32"}, f"UCF-101 split {split}")
 
@@ -125,9 +222,21 @@ def load_ucf101(root, split: int = 1, video_dir=None):
 
 _HMDB_SPLIT_FILE = re.compile(r"(?P<class_name>.+)_test_split(?P<split>[123])\.txt$")
 _HMDB_TAGS = re.compile(
-    r"_(?P<body>[hulf])_(?P<motion>cm|nm)_np(?P<people>\d+)_(?P<view>fr|ba|le|ri)_(?P<quality>bad|med|goo)_\d+$")
-_HMDB_WORDS = {"h": "head", "u": "upper body", "l": "lower body", "f": "full body", "fr": "front", "ba": "back",
-               "le": "left", "ri": "right", "bad": "bad", "med": "medium", "goo": "good"}
+    r"_(?P<body>[hulf])_(?P<motion>cm|nm)_np(?P<people>\d+)_(?P<view>fr|ba|le|ri)_(?P<quality>bad|med|goo)_\d+$"
+)
+_HMDB_WORDS = {
+    "h": "head",
+    "u": "upper body",
+    "l": "lower body",
+    "f": "full body",
+    "fr": "front",
+    "ba": "back",
+    "le": "left",
+    "ri": "right",
+    "bad": "bad",
+    "med": "medium",
+    "goo": "good",
+}
 
 
 def load_hmdb51(root, split: int = 1, video_dir=None):
@@ -142,7 +251,9 @@ def load_hmdb51(root, split: int = 1, video_dir=None):
     """
     root = _folder(root, "HMDB-51")
     _check_split_number(split)
-    lists = _required(root / "testTrainMulti_7030_splits", "HMDB-51", "extract test_train_splits.rar into the dataset folder")
+    lists = _required(
+        root / "testTrainMulti_7030_splits", "HMDB-51", "extract test_train_splits.rar into the dataset folder"
+    )
     split_files = {}
     for path in lists.iterdir():
         match = _HMDB_SPLIT_FILE.match(path.name)
@@ -160,22 +271,32 @@ def load_hmdb51(root, split: int = 1, video_dir=None):
             if use == "0":
                 continue
             tags = _HMDB_TAGS.search(Path(file_name).stem)
-            splits["train" if use == "1" else "test"].append({
-                "video": videos / class_name / file_name, "label": label,
-                "visible_body": _HMDB_WORDS[tags["body"]] if tags else None,
-                "camera_motion": tags["motion"] == "cm" if tags else None,
-                "annotated_people": int(tags["people"]) if tags else None,
-                "viewpoint": _HMDB_WORDS[tags["view"]] if tags else None,
-                "quality": _HMDB_WORDS[tags["quality"]] if tags else None,
-            })
-    metadata = {"visible_body": "string", "camera_motion": "bool", "annotated_people": "int32",
-                "viewpoint": "string", "quality": "string"}
+            splits["train" if use == "1" else "test"].append(
+                {
+                    "video": videos / class_name / file_name,
+                    "label": label,
+                    "visible_body": _HMDB_WORDS[tags["body"]] if tags else None,
+                    "camera_motion": tags["motion"] == "cm" if tags else None,
+                    "annotated_people": int(tags["people"]) if tags else None,
+                    "viewpoint": _HMDB_WORDS[tags["view"]] if tags else None,
+                    "quality": _HMDB_WORDS[tags["quality"]] if tags else None,
+                }
+            )
+    metadata = {
+        "visible_body": "string",
+        "camera_motion": "bool",
+        "annotated_people": "int32",
+        "viewpoint": "string",
+        "quality": "string",
+    }
     return _dataset_dict(splits, names, metadata, f"HMDB-51 split {split}")
 
 
 # --------------------------------------------------------------------------- NTU RGB+D 60
 
-_NTU_NAME = re.compile(r"S(?P<setup>\d{3})C(?P<camera>\d{3})P(?P<subject>\d{3})R(?P<replication>\d{3})A(?P<action>\d{3})_rgb\.avi$")
+_NTU_NAME = re.compile(
+    r"S(?P<setup>\d{3})C(?P<camera>\d{3})P(?P<subject>\d{3})R(?P<replication>\d{3})A(?P<action>\d{3})_rgb\.avi$"
+)
 
 
 def load_ntu_rgbd60(root, protocol: str = "cross_subject"):
@@ -197,22 +318,28 @@ def load_ntu_rgbd60(root, protocol: str = "cross_subject"):
         if ids["setup"] > 17 or ids["action"] > 60:
             skipped += 1
             continue
-        in_train = (ids["subject"] in NTU60_CROSS_SUBJECT_TRAIN if protocol == "cross_subject"
-                    else ids["camera"] in NTU60_CROSS_VIEW_TRAIN)
-        splits["train" if in_train else "test"].append(
-            {"video": path, "label": ids.pop("action") - 1, **ids})
+        in_train = (
+            ids["subject"] in NTU60_CROSS_SUBJECT_TRAIN
+            if protocol == "cross_subject"
+            else ids["camera"] in NTU60_CROSS_VIEW_TRAIN
+        )
+        splits["train" if in_train else "test"].append({"video": path, "label": ids.pop("action") - 1, **ids})
     if skipped:
         logger.warning("NTU RGB+D 60: skipped %d NTU RGB+D 120 clips (setup > 17 or action > 60)", skipped)
     if not any(splits.values()):
-        raise FileNotFoundError(f"NTU RGB+D layout: no SsssCcccPpppRrrrAaaa_rgb.avi files under {root}; "
-                                "extract the nturgbd_rgb archives there")
+        raise FileNotFoundError(
+            f"NTU RGB+D layout: no SsssCcccPpppRrrrAaaa_rgb.avi files under {root}; "
+            "extract the nturgbd_rgb archives there"
+        )
     metadata = {"setup": "int32", "camera": "int32", "subject": "int32", "replication": "int32"}
     return _dataset_dict(splits, NTU60_CLASSES, metadata, f"NTU RGB+D 60 {protocol}")
 
 
 # --------------------------------------------------------------------------- Toyota Smarthome
 
-_SMARTHOME_NAME = re.compile(r"(?P<action>[A-Za-z.]+)_p(?P<subject>\d+)_r(?P<take>\d+)_v(?P<view>\d+)_c(?P<camera>\d+)\.mp4$")
+_SMARTHOME_NAME = re.compile(
+    r"(?P<action>[A-Za-z.]+)_p(?P<subject>\d+)_r(?P<take>\d+)_v(?P<view>\d+)_c(?P<camera>\d+)\.mp4$"
+)
 
 
 def load_toyota_smarthome(root, protocol: str = "cross_subject"):
@@ -238,8 +365,10 @@ def load_toyota_smarthome(root, protocol: str = "cross_subject"):
         found += 1
         action = match["action"]
         if action not in SMARTHOME_CLASSES:
-            raise ValueError(f"Toyota Smarthome layout: {path.name} names an unknown action {action!r}; "
-                             f"expected one of the 31 classes {SMARTHOME_CLASSES}")
+            raise ValueError(
+                f"Toyota Smarthome layout: {path.name} names an unknown action {action!r}; "
+                f"expected one of the 31 classes {SMARTHOME_CLASSES}"
+            )
         ids = {key: int(match[key]) for key in ("subject", "take", "view", "camera")}
         if cameras is None:
             split = "train" if ids["subject"] in SMARTHOME_CROSS_SUBJECT_TRAIN else "test"
@@ -249,8 +378,10 @@ def load_toyota_smarthome(root, protocol: str = "cross_subject"):
                 continue  # not part of this cross-view protocol
         splits[split].append({"video": path, "label": class_ids[action], **ids})
     if not found:
-        raise FileNotFoundError(f"Toyota Smarthome layout: no <Action>_pNN_rNN_vNN_cNN.mp4 clips under {root}; "
-                                "extract the trimmed mp4 archive there")
+        raise FileNotFoundError(
+            f"Toyota Smarthome layout: no <Action>_pNN_rNN_vNN_cNN.mp4 clips under {root}; "
+            "extract the trimmed mp4 archive there"
+        )
     metadata = {"subject": "int32", "take": "int32", "view": "int32", "camera": "int32"}
     return _dataset_dict(splits, names, metadata, f"Toyota Smarthome {protocol}")
 
@@ -278,9 +409,11 @@ def detect_layout(root) -> str:
         return "ntu60"
     if any(_SMARTHOME_NAME.fullmatch(path.name) for path in root.rglob("*.mp4")):
         return "smarthome"
-    raise ValueError(f"cannot tell the dataset layout of {root}: expected ucfTrainTestlist/ (UCF-101), "
-                     "testTrainMulti_7030_splits/ (HMDB-51), SsssCcccPpppRrrrAaaa_rgb.avi (NTU RGB+D) or "
-                     "<Action>_pNN_rNN_vNN_cNN.mp4 (Toyota Smarthome) files; pass the layout explicitly")
+    raise ValueError(
+        f"cannot tell the dataset layout of {root}: expected ucfTrainTestlist/ (UCF-101), "
+        "testTrainMulti_7030_splits/ (HMDB-51), SsssCcccPpppRrrrAaaa_rgb.avi (NTU RGB+D) or "
+        "<Action>_pNN_rNN_vNN_cNN.mp4 (Toyota Smarthome) files; pass the layout explicitly"
+    )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -326,17 +459,27 @@ def _dataset_dict(splits: dict[str, list[dict]], class_names, metadata: dict[str
 
     from hf_maskdp.video import video_feature
 
-    features = Features({"video": video_feature(), "label": ClassLabel(names=list(class_names)),
-                         "video_id": Value("string"), **{key: Value(kind) for key, kind in metadata.items()}})
+    features = Features(
+        {
+            "video": video_feature(),
+            "label": ClassLabel(names=list(class_names)),
+            "video_id": Value("string"),
+            **{key: Value(kind) for key, kind in metadata.items()},
+        }
+    )
     result = DatasetDict()
     for split, rows in splits.items():
         missing = [row["video"] for row in rows if not row["video"].is_file()]
         if missing:
-            raise FileNotFoundError(f"{what}: {len(missing)} of the {len(rows)} {split} videos are missing, "
-                                    f"e.g. {missing[0]}; is the archive fully extracted into this folder?")
+            raise FileNotFoundError(
+                f"{what}: {len(missing)} of the {len(rows)} {split} videos are missing, "
+                f"e.g. {missing[0]}; is the archive fully extracted into this folder?"
+            )
         if not rows:
-            raise ValueError(f"{what}: the {split} split is empty; the folder holds no clip of this split "
-                             "(is the download complete?)")
+            raise ValueError(
+                f"{what}: the {split} split is empty; the folder holds no clip of this split "
+                "(is the download complete?)"
+            )
         rows = sorted(rows, key=lambda row: row["video"].name)
         for row in rows:
             row["video_id"] = row["video"].stem

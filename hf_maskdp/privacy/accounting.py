@@ -55,17 +55,17 @@ def delta_warning(delta: float, dataset_size: int | None) -> str | None:
     """A sentence for δ > 1/N (N records), else None: δ is the chance the guarantee fails outright."""
     if not dataset_size or delta <= 1 / dataset_size:
         return None
-    return (f"delta={delta:g} is larger than 1/N = 1/{dataset_size}: δ is the probability that the guarantee "
-            "fails outright (a mechanism that publishes one random record in full is (0, 1/N)-DP), so this run "
-            f"may expose a record. Choose δ well below 1/N, e.g. {min(1e-5, 0.1 / dataset_size):.0e}")
+    return (
+        f"delta={delta:g} is larger than 1/N = 1/{dataset_size}: δ is the probability that the guarantee "
+        "fails outright (a mechanism that publishes one random record in full is (0, 1/N)-DP), so this run "
+        f"may expose a record. Choose δ well below 1/N, e.g. {min(1e-5, 0.1 / dataset_size):.0e}"
+    )
 
 
 def resolve_steps(sample_rate: float, steps: int | None = None, epochs: float | None = None) -> int:
     """Number of steps from `steps`, or from `epochs` as ceil(epochs / sample_rate)."""
     if (steps is None) == (epochs is None):
-        raise ValueError(
-            f"give exactly one of steps or epochs (got steps={steps!r}, epochs={epochs!r})"
-        )
+        raise ValueError(f"give exactly one of steps or epochs (got steps={steps!r}, epochs={epochs!r})")
     if steps is not None:
         if isinstance(steps, bool) or not isinstance(steps, numbers.Real) or not float(steps).is_integer():
             raise ValueError(f"steps={steps!r} must be a whole number >= 1")
@@ -217,8 +217,10 @@ def _pld_epsilon(q: float, sigma: float, steps: int, delta: float) -> float:
     )
     rdp = _rdp_epsilon(q, sigma, steps, delta)
     interval = max(PLD_INTERVAL, ((1 + 20 * sigma) / sigma**2 + rdp) / PLD_MAX_POINTS)  # see PLD_MAX_POINTS
-    refusal = (f"noise_multiplier={sigma!r} is too small for the pld accountant (sample_rate={q!r}, steps={steps}: "
-               f"RDP's epsilon is {rdp:.3g}, no privacy to speak of); use accountant='rdp'")
+    refusal = (
+        f"noise_multiplier={sigma!r} is too small for the pld accountant (sample_rate={q!r}, steps={steps}: "
+        f"RDP's epsilon is {rdp:.3g}, no privacy to speak of); use accountant='rdp'"
+    )
     if interval > PLD_MAX_INTERVAL:
         raise AccountantRangeError(refusal)
     accountant = dp_accounting.pld.PLDAccountant(value_discretization_interval=interval)

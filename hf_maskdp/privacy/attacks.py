@@ -115,8 +115,12 @@ class TinyVideoCNN(torch.nn.Module):
         super().__init__()
         layers, channels = [], 3
         for out, stride in ((width, (1, 2, 2)), (2 * width, 1), (4 * width, 1)):  # the first halves H, W: cheaper
-            layers += [torch.nn.Conv3d(channels, out, 3, stride=stride, padding=1), torch.nn.BatchNorm3d(out),
-                       torch.nn.ReLU(), torch.nn.MaxPool3d((1, 2, 2))]  # fmt: skip
+            layers += [
+                torch.nn.Conv3d(channels, out, 3, stride=stride, padding=1),
+                torch.nn.BatchNorm3d(out),
+                torch.nn.ReLU(),
+                torch.nn.MaxPool3d((1, 2, 2)),
+            ]
             channels = out
         self.features = torch.nn.Sequential(*layers)
         self.head = torch.nn.Linear(channels, num_classes)
@@ -172,8 +176,9 @@ def identity_probe(
         predictions = torch.cat([model(x).argmax(1) for x in test_pixels.split(32)]).numpy()
     correct = int((predictions == test_ids).sum())
     chance = chance_accuracy(predictions, test_ids, num_classes)
-    return ProbeResult(view, probe, correct, len(test_ids), num_classes, chance,
-                       **binomial_summary(correct, len(test_ids), chance))  # fmt: skip
+    return ProbeResult(
+        view, probe, correct, len(test_ids), num_classes, chance, **binomial_summary(correct, len(test_ids), chance)
+    )
 
 
 def clip_pixels(rows, collator, public_view: bool = False, batch_size: int = 16) -> torch.Tensor:

@@ -189,15 +189,31 @@ def audit_training(
         initial = [p.detach().clone() for p in model.parameters()]
         with tempfile.TemporaryDirectory() as tmp:
             config = MaskDPConfig(
-                output_dir=tmp, privacy_mode="maskdp", public_view="fill", noise_multiplier=noise_multiplier,
-                per_sample_clip_norm=clip_norm, private_batch_size=1, public_batch_size=len(dataset),
-                per_device_train_batch_size=len(dataset), max_steps=steps * runs, dp_seed=dp_seed,
-                learning_rate=learning_rate, optim="sgd", lr_scheduler_type="constant", warmup_steps=0,
-                weight_decay=0.0, report_to="none", save_strategy="no", use_cpu=True, logging_steps=10**9,
-                disable_tqdm=True, trust_masks=True,  # the canary's masks are made here, not by the anonymizer
+                output_dir=tmp,
+                privacy_mode="maskdp",
+                public_view="fill",
+                noise_multiplier=noise_multiplier,
+                per_sample_clip_norm=clip_norm,
+                private_batch_size=1,
+                public_batch_size=len(dataset),
+                per_device_train_batch_size=len(dataset),
+                max_steps=steps * runs,
+                dp_seed=dp_seed,
+                learning_rate=learning_rate,
+                optim="sgd",
+                lr_scheduler_type="constant",
+                warmup_steps=0,
+                weight_decay=0.0,
+                report_to="none",
+                save_strategy="no",
+                use_cpu=True,
+                logging_steps=10**9,
+                disable_tqdm=True,
+                trust_masks=True,  # the canary's masks are made here, not by the anonymizer
             )
-            trainer = _audit_trainer_class()(model=model, args=config, data_collator=collator, train_dataset=dataset,
-                                                 callbacks=[RecordAndReset()])
+            trainer = _audit_trainer_class()(
+                model=model, args=config, data_collator=collator, train_dataset=dataset, callbacks=[RecordAndReset()]
+            )
             trainer.remove_callback(PrinterCallback)  # no per-run log lines
             trainer.canary_absent = canary_absent
             trainer.noise_off = variant == "no_noise"
@@ -221,7 +237,10 @@ def audit_training(
         torch.set_num_threads(threads)
     result = epsilon_lower_bound(scores_in, scores_out, delta, confidence, seed)
     return TrainingAudit(
-        variant, noise_multiplier, sample_rate, steps,
+        variant,
+        noise_multiplier,
+        sample_rate,
+        steps,
         compute_epsilon(sample_rate, noise_multiplier, steps, delta, "rdp"),
         compute_epsilon(sample_rate, noise_multiplier, steps, delta, "pld"),
         result,
@@ -270,8 +289,17 @@ def _tiny_video_classifier(seed: int):
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
     torch.manual_seed(seed)
-    config = VideoMAEConfig(image_size=_SHAPE[1], patch_size=8, num_frames=_SHAPE[0], tubelet_size=2, hidden_size=16,
-                            num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=3)
+    config = VideoMAEConfig(
+        image_size=_SHAPE[1],
+        patch_size=8,
+        num_frames=_SHAPE[0],
+        tubelet_size=2,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    )
     return VideoMAEForVideoClassification(config)
 
 
@@ -317,4 +345,3 @@ def _audit_trainer_class():
                 self.noise_multiplier = sigma
 
     return AuditTrainer
-

@@ -39,8 +39,11 @@ def anonymizer_provenance(config: dict | None = None) -> str:
     """The `provenance` value the anonymizer writes on every row (JSON: producer, version, config, invariant)."""
     from hf_maskdp import __version__
 
-    return json.dumps({"producer": PRODUCER, "version": __version__, "invariant": INVARIANT,
-                       "config": dict(config or {})}, sort_keys=True, default=str)
+    return json.dumps(
+        {"producer": PRODUCER, "version": __version__, "invariant": INVARIANT, "config": dict(config or {})},
+        sort_keys=True,
+        default=str,
+    )
 
 
 def vouched(provenance: Any) -> bool:
@@ -101,23 +104,26 @@ def check_masks(
         if check_shapes:  # the container headers: no decoding
             problem = stored_shape_problem(row, shape, video_shape, video_column)
             if problem:
-                problems.setdefault(f"a '{mask_column}' whose shape is not their clip's (first: {problem})",
-                                    []).append(index)
+                problems.setdefault(f"a '{mask_column}' whose shape is not their clip's (first: {problem})", []).append(
+                    index
+                )
         if not _valid_bits(bits, shape).any():  # no sensitive pixel at all
             result.fully_public.append(index)
         if not vouch:
             continue
         if not trust_masks and not vouched(row.get(PROVENANCE_COLUMN)):
-            problems.setdefault(f"no anonymizer provenance (a '{PROVENANCE_COLUMN}' value written by "
-                                f"{PRODUCER})", []).append(index)
+            problems.setdefault(
+                f"no anonymizer provenance (a '{PROVENANCE_COLUMN}' value written by {PRODUCER})", []
+            ).append(index)
         if avatar is None:
             if not trust_masks and _public_anywhere(bits, shape):
                 problems.setdefault(f"public pixels but no '{avatar_column}' to vouch for them", []).append(index)
         elif avatar[0] != shape:
             problems.setdefault(f"an '{avatar_column}' of another shape than '{mask_column}'", []).append(index)
         elif _public_outside(bits, avatar[1], shape):
-            problems.setdefault(f"public pixels outside '{avatar_column}' ({INVARIANT} is broken: a forged, "
-                                "edited or damaged mask)", []).append(index)
+            problems.setdefault(
+                f"public pixels outside '{avatar_column}' ({INVARIANT} is broken: a forged, edited or damaged mask)", []
+            ).append(index)
     if problems:
         raise ValueError(_refusal(where, problems, result.rows, trust_masks, vouch))
     return result
@@ -130,8 +136,10 @@ def _refusal(where: str, problems: dict[str, list[int]], rows: int, trust_masks:
         parts.append(f"{len(indices)} of {rows} rows (rows {shown}) have {problem}")
     fix = "re-run the anonymizer (hf-maskdp anonymize / AvatarAnonymizer) on these clips or drop these rows"
     if vouch and not trust_masks and any("provenance" in p for p in problems):
-        fix += ("; for masks made another way that you vouch for yourself, pass trust_masks=True "
-                "(hf-maskdp train --trust-masks), which the model card then states")
+        fix += (
+            "; for masks made another way that you vouch for yourself, pass trust_masks=True "
+            "(hf-maskdp train --trust-masks), which the model card then states"
+        )
     return f"{where}: refusing masks that cannot be vouched for: " + "; ".join(parts) + f". Fix: {fix}"
 
 

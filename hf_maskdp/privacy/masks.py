@@ -68,7 +68,9 @@ def token_mask(pixel_mask: torch.Tensor, tubelet_size: int, patch_size: int) -> 
     return tokens[0] if single else tokens
 
 
-def fill_sensitive(pixel_values: torch.Tensor, pixel_mask: torch.Tensor, value: float | torch.Tensor = 0.0) -> torch.Tensor:
+def fill_sensitive(
+    pixel_values: torch.Tensor, pixel_mask: torch.Tensor, value: float | torch.Tensor = 0.0
+) -> torch.Tensor:
     """The `fill` public view: pixels with `m = 1` become `value` (a constant, or a tensor that
     broadcasts to `pixel_values` and depends on no record, such as a public scene).
 
@@ -85,7 +87,9 @@ def fill_sensitive(pixel_values: torch.Tensor, pixel_mask: torch.Tensor, value: 
     return torch.where(pixel_mask[:, :, None].bool(), fill, pixel_values)
 
 
-def has_public_content(pixel_mask: torch.Tensor, public_view: str, tubelet_size: int = 2, patch_size: int = 16) -> torch.Tensor:
+def has_public_content(
+    pixel_mask: torch.Tensor, public_view: str, tubelet_size: int = 2, patch_size: int = 16
+) -> torch.Tensor:
     """Bool `(B,)`: which clips have anything the public view can use (others are skipped).
 
     `fill` needs one public pixel; `drop` needs one token whose whole tubelet is public.
@@ -93,4 +97,3 @@ def has_public_content(pixel_mask: torch.Tensor, public_view: str, tubelet_size:
     if public_view == "drop":
         return (~token_mask(pixel_mask, tubelet_size, patch_size)).any(dim=1)
     return (~pixel_mask.bool()).flatten(1).any(dim=1)
-

@@ -78,8 +78,10 @@ def accumulate_clipped(params: list[nn.Parameter], clip_norm: float, total: list
     samples = [p.grad_sample for p in params]
     if any(s is None for s in samples):
         missing = [i for i, s in enumerate(samples) if s is None]
-        raise RuntimeError(f"no per-sample gradient for {len(missing)} trainable parameters: every "
-                           "trainable parameter must take part in the forward pass")
+        raise RuntimeError(
+            f"no per-sample gradient for {len(missing)} trainable parameters: every "
+            "trainable parameter must take part in the forward pass"
+        )
     batch = samples[0].shape[0]
     rows = [s.reshape(batch, -1) for s in samples]
     # Norms accumulate in float64 (no overflow, no rounding past C) without a float64 copy of the grads.
@@ -110,8 +112,9 @@ def privatize(
     then divide by `expected_batch_size` (q N, the whole dataset's). In place; returns `total`.
     `add_noise` must be true on exactly one rank (rank 0); with one process it is simply true."""
     if add_noise and noise_multiplier > 0:
-        noise = torch.normal(0.0, noise_multiplier * clip_norm, size=total.shape, generator=generator,
-                             device=generator.device)
+        noise = torch.normal(
+            0.0, noise_multiplier * clip_norm, size=total.shape, generator=generator, device=generator.device
+        )
         total += noise.to(total.device, total.dtype)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(total, op=dist.ReduceOp.SUM)

@@ -40,8 +40,11 @@ def check_labels(dataset, num_labels: int | None, label_column: str = "label") -
         labels = dataset.with_format(None)[column]
     else:
         labels = [row.get(label_column, row.get("labels")) for row in (dataset[i] for i in range(len(dataset)))]
-    wrong = [i for i, label in enumerate(labels)
-             if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer))]
+    wrong = [
+        i
+        for i, label in enumerate(labels)
+        if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer))
+    ]
     if wrong:
         raise ValueError(
             f"{len(wrong)} of {len(labels)} rows have a label that is not a class index (first: row {wrong[0]}, "
@@ -145,8 +148,9 @@ class VideoClipCollator:
         mask = None
         if example.get(self.mask_column) is not None:
             # Public pixels come from the avatar layer; the public view does not even decode the composite.
-            frames, mask = read_anonymized_clip(example, video_column=self.video_column, mask_column=self.mask_column,
-                                                public_only=public_view)  # fmt: skip
+            frames, mask = read_anonymized_clip(
+                example, video_column=self.video_column, mask_column=self.mask_column, public_only=public_view
+            )
         elif public_view:
             raise ValueError(
                 f"the public view needs the {self.mask_column!r} column; pass an anonymized dataset "
@@ -163,7 +167,11 @@ class VideoClipCollator:
         x, m = self._resize_and_crop(x, m)
         x = self._rescale_and_normalize(x)
         if public_view:  # widened mask after resizing: those pixels get the fill too
-            fill = self._rescale_and_normalize(self._resize_and_crop(fill, None)[0]) if self.public_fill == "scene" else 0.0
+            fill = (
+                self._rescale_and_normalize(self._resize_and_crop(fill, None)[0])
+                if self.public_fill == "scene"
+                else 0.0
+            )
             x = fill_sensitive(x[None], m[None], fill if isinstance(fill, float) else fill[None])[0]
         return x, m
 

@@ -31,8 +31,10 @@ class MaskDPConfig(TrainingArguments):
 
     privacy_mode: str = field(
         default="maskdp",
-        metadata={"help": "'maskdp' (private full clips + public views), 'dpsgd' (DP-SGD on whole clips), "
-                  "'public_only' (public views only, epsilon = 0) or 'none' (non-private)."},
+        metadata={
+            "help": "'maskdp' (private full clips + public views), 'dpsgd' (DP-SGD on whole clips), "
+            "'public_only' (public views only, epsilon = 0) or 'none' (non-private)."
+        },
     )
     target_epsilon: float | None = field(
         default=None, metadata={"help": "Epsilon to spend over the planned steps; sigma is calibrated to it."}
@@ -46,8 +48,10 @@ class MaskDPConfig(TrainingArguments):
     public_batch_size: int = field(default=8, metadata={"help": "Public-branch batch size (all processes)."})
     public_view: str = field(
         default=DEFAULT_PUBLIC_VIEW,
-        metadata={"help": "'fill' (sensitive pixels set to the mean colour; any model) or 'drop' (only "
-                  "tokens whose whole tubelet is public; VideoMAE)."},
+        metadata={
+            "help": "'fill' (sensitive pixels set to the mean colour; any model) or 'drop' (only "
+            "tokens whose whole tubelet is public; VideoMAE)."
+        },
     )
     private_grad_weight: float = field(default=1.0, metadata={"help": "lambda_priv in the update."})
     public_grad_weight: float = field(default=1.0, metadata={"help": "lambda_pub in the update."})
@@ -55,17 +59,21 @@ class MaskDPConfig(TrainingArguments):
     mask_column: str = field(default="sensitive_mask", metadata={"help": "Dataset column with the mask."})
     trust_masks: bool = field(
         default=False,
-        metadata={"help": "DANGER: use masks that carry no anonymizer provenance, on your word that they are right "
-                  "(maskdp/public_only). MaskDP protects only what the mask marks sensitive; the model card "
-                  "states the override. See docs/privacy.md."},
+        metadata={
+            "help": "DANGER: use masks that carry no anonymizer provenance, on your word that they are right "
+            "(maskdp/public_only). MaskDP protects only what the mask marks sensitive; the model card "
+            "states the override. See docs/privacy.md."
+        },
     )
     stop_at_epsilon: float | None = field(
         default=None, metadata={"help": "Stop before a step would make epsilon exceed this budget."}
     )
     dp_seed: int | None = field(
         default=None,
-        metadata={"help": "Seed of the Poisson draws, public shuffles and noise. Leave None (OS entropy): "
-                  "anyone who knows it can undo the noise. Fix it only for tests."},
+        metadata={
+            "help": "Seed of the Poisson draws, public shuffles and noise. Leave None (OS entropy): "
+            "anyone who knows it can undo the noise. Fix it only for tests."
+        },
     )
     # Overridden TrainingArguments defaults: the DP clip replaces max_grad_norm, the collator needs
     # the video and mask columns, and models trained on private data go to private repos.
@@ -104,7 +112,8 @@ class MaskDPConfig(TrainingArguments):
             if not 0 < self.target_delta < 0.5:
                 raise ValueError(
                     f"target_delta={self.target_delta!r} must be in (0, 0.5): δ is the probability that the "
-                    "guarantee fails outright, choose it well below 1 / number of training records (e.g. 1e-5)")
+                    "guarantee fails outright, choose it well below 1 / number of training records (e.g. 1e-5)"
+                )
             if not self.per_sample_clip_norm > 0:
                 raise ValueError(f"per_sample_clip_norm={self.per_sample_clip_norm!r} must be > 0")
             if self.max_grad_norm and self.max_grad_norm > 0:
@@ -115,8 +124,10 @@ class MaskDPConfig(TrainingArguments):
         if self.stop_at_epsilon is not None and not self.stop_at_epsilon > 0:
             raise ValueError(f"stop_at_epsilon={self.stop_at_epsilon!r} must be > 0")
         if self.stop_at_epsilon is not None and not self.is_private:
-            raise ValueError(f"stop_at_epsilon is for the private modes; privacy_mode={self.privacy_mode!r} "
-                             "spends no budget to stop at")
+            raise ValueError(
+                f"stop_at_epsilon is for the private modes; privacy_mode={self.privacy_mode!r} "
+                "spends no budget to stop at"
+            )
 
     def _refuse_unsupported_features(self) -> None:
         """TrainingArguments features that MaskDPTrainer would otherwise ignore or that would void

@@ -41,9 +41,19 @@ PRIVACY_RECORD_NAME = "maskdp_privacy.json"
 PRIVACY_STATE_NAME = "maskdp_state.json"  # in every checkpoint: what a resumed run must continue
 # The settings a resumed run must share with its checkpoint: they fix q, sigma and the mechanism.
 PRIVACY_CONFIG_FIELDS = (
-    "privacy_mode", "target_epsilon", "noise_multiplier", "target_delta", "per_sample_clip_norm",
-    "private_batch_size", "public_batch_size", "public_view", "accountant", "mask_column",
-    "private_grad_weight", "public_grad_weight", "world_size",
+    "privacy_mode",
+    "target_epsilon",
+    "noise_multiplier",
+    "target_delta",
+    "per_sample_clip_norm",
+    "private_batch_size",
+    "public_batch_size",
+    "public_view",
+    "accountant",
+    "mask_column",
+    "private_grad_weight",
+    "public_grad_weight",
+    "world_size",
 )
 logger = logging.get_logger(__name__)
 
@@ -56,8 +66,15 @@ class MaskDPTrainer(Trainer):
     pixels. Evaluate on held-out data: metrics on the private training set are not private.
     """
 
-    def __init__(self, model=None, args: MaskDPConfig | None = None, data_collator=None, train_dataset=None,
-                 eval_dataset=None, **kwargs):
+    def __init__(
+        self,
+        model=None,
+        args: MaskDPConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        **kwargs,
+    ):
         if not isinstance(args, MaskDPConfig):
             raise ValueError("MaskDPTrainer needs args=MaskDPConfig(...) (TrainingArguments has no privacy settings)")
         if data_collator is None:
@@ -68,8 +85,14 @@ class MaskDPTrainer(Trainer):
                 "(VideoClipCollator) to build public views"
             )
         self._refuse_custom_losses(kwargs.get("compute_loss_func"))
-        super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, **kwargs)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            **kwargs,
+        )
         self._refuse_sharding()
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched != self.args.world_size:
@@ -94,11 +117,15 @@ class MaskDPTrainer(Trainer):
         self._mask_check = None  # what check_masks found on the train dataset (set before training)
         self.add_callback(_EpsilonBudget(self))
         if args.is_private and args.dp_seed is not None:
-            logger.warning("dp_seed is set: whoever knows it can recompute the noise and the Poisson draws, "
-                           "which voids the guarantee. Leave dp_seed=None outside tests.")
+            logger.warning(
+                "dp_seed is set: whoever knows it can recompute the noise and the Poisson draws, "
+                "which voids the guarantee. Leave dp_seed=None outside tests."
+            )
         if args.uses_public_branch and args.trust_masks:
-            logger.warning("trust_masks=True: masks without the anonymizer's provenance are used on your word. MaskDP "
-                           "protects only what they mark sensitive; the privacy record and model card say so.")
+            logger.warning(
+                "trust_masks=True: masks without the anonymizer's provenance are used on your word. MaskDP "
+                "protects only what they mark sensitive; the privacy record and model card say so."
+            )
 
     # ------------------------------------------------------------------ refused Trainer features
     # (the TrainingArguments ones are refused in MaskDPConfig._refuse_unsupported_features)
@@ -107,18 +134,21 @@ class MaskDPTrainer(Trainer):
         if compute_loss_func is not None:
             raise ValueError(
                 "compute_loss_func is not supported: the private branch needs a sum of per-example losses, which "
-                "MaskDPTrainer computes itself (cross-entropy; set label_smoothing_factor for smoothing)")
+                "MaskDPTrainer computes itself (cross-entropy; set label_smoothing_factor for smoothing)"
+            )
         if type(self).compute_loss is not Trainer.compute_loss:
             raise ValueError(
                 f"{type(self).__name__} overrides compute_loss, which MaskDPTrainer never calls for training (the "
-                "private branch needs per-example losses); override _loss_sum(pixel_values, labels) instead")
+                "private branch needs per-example losses); override _loss_sum(pixel_values, labels) instead"
+            )
 
     def _refuse_sharding(self) -> None:
         """DeepSpeed or FSDP set up by the launcher (accelerate's config), not only by the arguments."""
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:
             raise ValueError(
                 "DeepSpeed and FSDP shard the model, so per-example gradients cannot be computed and clipped; "
-                "launch plain data-parallel processes (`accelerate launch --multi_gpu`) instead")
+                "launch plain data-parallel processes (`accelerate launch --multi_gpu`) instead"
+            )
 
     # ------------------------------------------------------------------ privacy accounting
 
@@ -134,7 +164,8 @@ class MaskDPTrainer(Trainer):
                 f"this MaskDPTrainer already trained {self.state.global_step} private steps "
                 f"(epsilon={self.privacy_spent()[0]:.4g}); a second train() would be accounted as a fresh run. "
                 "Plan all steps in one train() call (num_train_epochs / max_steps), or resume from a checkpoint "
-                "with a new trainer")
+                "with a new trainer"
+            )
         if resume_from_checkpoint is True:
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
@@ -155,8 +186,9 @@ class MaskDPTrainer(Trainer):
         steps = self.state.global_step if steps is None else steps
         if not args.is_private or not self._private_records or steps == 0 or self.sample_rate is None:
             return 0.0, 0.0  # the private branch is empty: nothing sensitive is ever read
-        eps = compute_epsilon(self.sample_rate, self.noise_multiplier, steps=steps, delta=args.target_delta,
-                              accountant=args.accountant)
+        eps = compute_epsilon(
+            self.sample_rate, self.noise_multiplier, steps=steps, delta=args.target_delta, accountant=args.accountant
+        )
         return eps, args.target_delta
 
     def privacy_record(self) -> dict:
@@ -228,16 +260,27 @@ class MaskDPTrainer(Trainer):
             planned = self._restore_privacy_state(self._resumed, planned)
         elif private and args.target_epsilon is not None:
             self.noise_multiplier = calibrate_noise_multiplier(
-                args.target_epsilon, self.sample_rate, steps=planned, delta=args.target_delta,
-                accountant=args.accountant)
+                args.target_epsilon,
+                self.sample_rate,
+                steps=planned,
+                delta=args.target_delta,
+                accountant=args.accountant,
+            )
         if private and args.stop_at_epsilon is not None:
             taken = self._resumed["steps"] if self._resumed is not None else 0
-            first = compute_epsilon(self.sample_rate, self.noise_multiplier, steps=taken + 1,
-                                    delta=args.target_delta, accountant=args.accountant)
+            first = compute_epsilon(
+                self.sample_rate,
+                self.noise_multiplier,
+                steps=taken + 1,
+                delta=args.target_delta,
+                accountant=args.accountant,
+            )
             if first > args.stop_at_epsilon:
-                raise ValueError(f"{'one step' if not taken else f'step {taken + 1}'} would already spend "
-                                 f"epsilon={first:.3g} > stop_at_epsilon={args.stop_at_epsilon}; "
-                                 f"{'raise the budget or the noise' if not taken else 'the budget is spent'}")
+                raise ValueError(
+                    f"{'one step' if not taken else f'step {taken + 1}'} would already spend "
+                    f"epsilon={first:.3g} > stop_at_epsilon={args.stop_at_epsilon}; "
+                    f"{'raise the budget or the noise' if not taken else 'the budget is spent'}"
+                )
         self.planned_steps = planned
 
     def get_train_dataloader(self):
@@ -267,19 +310,27 @@ class MaskDPTrainer(Trainer):
             mine = [private[i] for i in shard(len(private), rank, world)]
             private_sampler = PoissonBatchSampler(mine, self.sample_rate, steps_per_epoch, generator("private"))
         elif args.privacy_mode == "none":
-            private_sampler = ShuffledBatchSampler(shard(num_records, rank, world),
-                                                   math.ceil(args.private_batch_size / world), steps_per_epoch,
-                                                   generator("private"))
+            private_sampler = ShuffledBatchSampler(
+                shard(num_records, rank, world),
+                math.ceil(args.private_batch_size / world),
+                steps_per_epoch,
+                generator("private"),
+            )
         if args.uses_public_branch:
-            public_sampler = ShuffledBatchSampler(shard(num_records, rank, world),
-                                                  math.ceil(args.public_batch_size / world), steps_per_epoch,
-                                                  generator("public"))
+            public_sampler = ShuffledBatchSampler(
+                shard(num_records, rank, world),
+                math.ceil(args.public_batch_size / world),
+                steps_per_epoch,
+                generator("public"),
+            )
         self._noise_generator = generator("noise", device=args.device)
         workers = args.dataloader_num_workers
         return DataLoader(
             _StepBatches(dataset, self.data_collator, args.per_device_train_batch_size, args.uses_public_branch),
             sampler=_StepSampler(dataset, private_sampler, public_sampler, steps_per_epoch),
-            batch_size=None, collate_fn=_as_is, num_workers=workers,
+            batch_size=None,
+            collate_fn=_as_is,
+            num_workers=workers,
             pin_memory=args.dataloader_pin_memory and args.device.type == "cuda",
             prefetch_factor=args.dataloader_prefetch_factor if workers else None,
             persistent_workers=args.dataloader_persistent_workers and workers > 0,
@@ -313,7 +364,9 @@ class MaskDPTrainer(Trainer):
         }
 
     def _save_checkpoint(self, model, trial) -> None:
-        output_dir = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        output_dir = os.path.join(
+            self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        )
         if self.args.should_save:  # written first: a checkpoint without it cannot be resumed
             os.makedirs(output_dir, exist_ok=True)
             with open(os.path.join(output_dir, PRIVACY_STATE_NAME), "w", encoding="utf-8") as f:
@@ -323,11 +376,15 @@ class MaskDPTrainer(Trainer):
     def _check_resumable(self, saved: dict) -> None:
         """Refuse a checkpoint of another privacy configuration (before its weights are loaded)."""
         mine = {name: getattr(self.args, name) for name in PRIVACY_CONFIG_FIELDS}
-        changed = {k: (saved["privacy_config"].get(k), v) for k, v in mine.items() if saved["privacy_config"].get(k) != v}
+        changed = {
+            k: (saved["privacy_config"].get(k), v) for k, v in mine.items() if saved["privacy_config"].get(k) != v
+        }
         if changed:
             listed = ", ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in changed.items())
-            raise ValueError(f"the checkpoint was trained with another privacy configuration ({listed}); resume "
-                             "with the checkpoint's settings, or start a new run (its epsilon adds to this one's)")
+            raise ValueError(
+                f"the checkpoint was trained with another privacy configuration ({listed}); resume "
+                "with the checkpoint's settings, or start a new run (its epsilon adds to this one's)"
+            )
 
     def _restore_privacy_state(self, saved: dict, planned: int) -> int:
         """q, sigma and the record counts of the resumed run; returns the steps it may still plan."""
@@ -335,16 +392,22 @@ class MaskDPTrainer(Trainer):
         changed = {k: (saved[k], v) for k, v in counts.items() if saved[k] != v}
         if changed:
             listed = ", ".join(f"{k}: checkpoint {old}, now {new}" for k, (old, new) in changed.items())
-            raise ValueError(f"the train dataset changed since the checkpoint ({listed}), so q and the accounting "
-                             "would not continue; resume on the same dataset or start a new run")
+            raise ValueError(
+                f"the train dataset changed since the checkpoint ({listed}), so q and the accounting "
+                "would not continue; resume on the same dataset or start a new run"
+            )
         self.sample_rate, self.noise_multiplier = saved["sample_rate"], saved["noise_multiplier"]
         if planned > saved["planned_steps"]:
-            logger.warning(f"the resumed run asks for {planned} steps but the checkpoint's run planned "
-                           f"{saved['planned_steps']} (sigma was chosen for them): training stops there")
+            logger.warning(
+                f"the resumed run asks for {planned} steps but the checkpoint's run planned "
+                f"{saved['planned_steps']} (sigma was chosen for them): training stops there"
+            )
         planned = min(planned, saved["planned_steps"])
         if saved["steps"] >= planned:
-            raise ValueError(f"the checkpoint already took {saved['steps']} steps of the {planned} planned: "
-                             "nothing is left to train (a further step would spend more than the plan)")
+            raise ValueError(
+                f"the checkpoint already took {saved['steps']} steps of the {planned} planned: "
+                "nothing is left to train (a further step would spend more than the plan)"
+            )
         return planned
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
@@ -364,8 +427,10 @@ class MaskDPTrainer(Trainer):
         a resumed run draws fresh Poisson batches for its remaining steps (`get_train_dataloader`)."""
         epochs_trained, _ = super()._init_training_state(*args, **kwargs)
         if self._resumed is not None and self.state.global_step != self._resumed["steps"]:
-            raise ValueError(f"the checkpoint's trainer state is at step {self.state.global_step} but its privacy "
-                             f"state at step {self._resumed['steps']}: the checkpoint is damaged")
+            raise ValueError(
+                f"the checkpoint's trainer state is at step {self.state.global_step} but its privacy "
+                f"state at step {self._resumed['steps']}: the checkpoint is damaged"
+            )
         return epochs_trained, 0
 
     def _rows(self, indices: list[int]) -> list[dict]:
@@ -410,12 +475,20 @@ class MaskDPTrainer(Trainer):
             self._mask_values(dataset)
         # Every row, before the first step: masks vouched for (docs/privacy.md) and of their clip's
         # shape (container headers, no decoding), labels the model can take.
-        mask_check = check_masks(dataset, "train_dataset", trust_masks=self.args.trust_masks,
-                                 vouch=self.args.uses_public_branch, mask_column=self.args.mask_column,
-                                 video_column=column)
+        mask_check = check_masks(
+            dataset,
+            "train_dataset",
+            trust_masks=self.args.trust_masks,
+            vouch=self.args.uses_public_branch,
+            mask_column=self.args.mask_column,
+            video_column=column,
+        )
         self._mask_check = mask_check if self.args.uses_public_branch else None
-        check_labels(dataset, getattr(self.model.config, "num_labels", None),
-                     getattr(self.data_collator, "label_column", "label"))
+        check_labels(
+            dataset,
+            getattr(self.model.config, "num_labels", None),
+            getattr(self.data_collator, "label_column", "label"),
+        )
         rows = self._rows([0])
         self.data_collator(rows)
         if self.args.uses_public_branch:
@@ -449,22 +522,27 @@ class MaskDPTrainer(Trainer):
             update = self._private_gradient(inputs["private"], params, private_batches).mul_(cfg.private_grad_weight)
         if cfg.uses_public_branch:
             public, loss = self._mean_gradient(inputs["public"], params, public=True, batches=public_batches)
-            update = public.mul_(cfg.public_grad_weight) if update is None else update.add_(
-                public, alpha=cfg.public_grad_weight)
+            update = (
+                public.mul_(cfg.public_grad_weight)
+                if update is None
+                else update.add_(public, alpha=cfg.public_grad_weight)
+            )
         if update is None:
             update = torch.zeros(sum(p.numel() for p in params), device=cfg.device)
         # Checked on the noisy update and the weights (public, post-processing), not per example.
         if not (torch.isfinite(update).all() and all(torch.isfinite(p).all() for p in params)):
-            raise FloatingPointError("the model or its update is NaN or infinite; lower the learning rate or "
-                                     "check the model and inputs")
+            raise FloatingPointError(
+                "the model or its update is NaN or infinite; lower the learning rate or check the model and inputs"
+            )
         for p, g in zip(params, update.split([p.numel() for p in params])):
             p.grad = g.view_as(p)
         return loss
 
     def _micro_batches(self, indices: list[int], public: bool) -> list[dict]:
         """Collated micro-batches of `indices`, in this process (the loader does it in workers)."""
-        return collate_micro_batches(self.train_dataset, self.data_collator, indices,
-                                     self.args.per_device_train_batch_size, public)
+        return collate_micro_batches(
+            self.train_dataset, self.data_collator, indices, self.args.per_device_train_batch_size, public
+        )
 
     def _loss_sum(self, pixel_values, labels, bool_masked_pos=None):
         """Summed cross-entropy of a micro-batch (a sum of per-example terms, as the private branch needs).
@@ -474,8 +552,9 @@ class MaskDPTrainer(Trainer):
         kwargs = {} if bool_masked_pos is None else {"bool_masked_pos": bool_masked_pos.to(device)}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
             logits = self.model(pixel_values=pixel_values.to(device), **kwargs).logits
-            return F.cross_entropy(logits.float(), labels.to(device), reduction="sum",
-                                   label_smoothing=self.args.label_smoothing_factor)
+            return F.cross_entropy(
+                logits.float(), labels.to(device), reduction="sum", label_smoothing=self.args.label_smoothing_factor
+            )
 
     def _private_gradient(self, indices: list[int], params, batches: list[dict] | None = None) -> torch.Tensor:
         """G_priv, flat: clipped per-example gradients on full clips, noise once, / (q N)."""
@@ -490,12 +569,17 @@ class MaskDPTrainer(Trainer):
         finally:
             self._per_sample.disable_hooks()
         return mechanism.privatize(
-            total, self.noise_multiplier, self.args.per_sample_clip_norm,
-            expected_batch_size=self.args.private_batch_size, generator=self._noise_generator,
-            add_noise=self.args.process_index == 0)
+            total,
+            self.noise_multiplier,
+            self.args.per_sample_clip_norm,
+            expected_batch_size=self.args.private_batch_size,
+            generator=self._noise_generator,
+            add_noise=self.args.process_index == 0,
+        )
 
-    def _mean_gradient(self, indices: list[int], params, public: bool,
-                       batches: list[dict] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mean_gradient(
+        self, indices: list[int], params, public: bool, batches: list[dict] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat mean loss gradient over the batch (all processes), and the mean loss; public views if `public`."""
         for p in params:
             p.grad = None
@@ -509,8 +593,10 @@ class MaskDPTrainer(Trainer):
                 _backward(loss)
                 loss_sum += loss.detach()
                 count += n
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-                         + [loss_sum.reshape(1), torch.tensor([float(count)], device=loss_sum.device)])
+        flat = torch.cat(
+            [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+            + [loss_sum.reshape(1), torch.tensor([float(count)], device=loss_sum.device)]
+        )
         for p in params:
             p.grad = None  # the raw gradient stays in `flat` only
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -581,17 +667,23 @@ class MaskDPTrainer(Trainer):
             return super().create_model_card(*args, **kwargs)
         dataset = kwargs.get("dataset")
         evals = {k: v for log in self.state.log_history for k, v in log.items() if k.startswith("eval_")}
-        write_model_card(self.args.output_dir, self.privacy_record(), model_name=kwargs.get("model_name"),
-                         dataset_info={"name": dataset} if isinstance(dataset, str) else None,
-                         eval_results=evals or None)
+        write_model_card(
+            self.args.output_dir,
+            self.privacy_record(),
+            model_name=kwargs.get("model_name"),
+            dataset_info={"name": dataset} if isinstance(dataset, str) else None,
+            eval_results=evals or None,
+        )
 
 
 def read_privacy_state(checkpoint: str) -> dict:
     """The privacy state `MaskDPTrainer` saves in each checkpoint (`maskdp_state.json`)."""
     path = os.path.join(checkpoint, PRIVACY_STATE_NAME)
     if not os.path.isfile(path):
-        raise ValueError(f"{checkpoint} has no {PRIVACY_STATE_NAME}: it was not saved by MaskDPTrainer, so the steps "
-                         "and noise it already spent are unknown; start a new run instead")
+        raise ValueError(
+            f"{checkpoint} has no {PRIVACY_STATE_NAME}: it was not saved by MaskDPTrainer, so the steps "
+            "and noise it already spent are unknown; start a new run instead"
+        )
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -643,10 +735,13 @@ class _StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: dict) -> dict:
         size = self.micro_batch_size
-        return {**step,
-                "private_batches": collate_micro_batches(self.dataset, self.collator, step["private"], size, False),
-                "public_batches": collate_micro_batches(self.dataset, self.collator, step["public"], size, True)
-                if self.public_views else []}
+        return {
+            **step,
+            "private_batches": collate_micro_batches(self.dataset, self.collator, step["private"], size, False),
+            "public_batches": collate_micro_batches(self.dataset, self.collator, step["public"], size, True)
+            if self.public_views
+            else [],
+        }
 
 
 def _as_is(step: dict) -> dict:

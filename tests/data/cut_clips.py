@@ -45,8 +45,10 @@ def pedestrian_clips(source: str) -> None:
 def close_up_face() -> None:
     """The astronaut photo (public domain), the camera moving slowly across her face."""
     image = data.astronaut()
-    clip = [cv2.resize(image[20 + 2 * t : 230 + 2 * t, 130 + 3 * t : 410 + 3 * t], SIZE, interpolation=cv2.INTER_AREA)
-            for t in range(8)]
+    clip = [
+        cv2.resize(image[20 + 2 * t : 230 + 2 * t, 130 + 3 * t : 410 + 3 * t], SIZE, interpolation=cv2.INTER_AREA)
+        for t in range(8)
+    ]
     write_mp4(np.stack(clip), HERE / "close_up_face.mp4")
 
 
