@@ -154,15 +154,10 @@ def get_anonymizer(body_model: str, seed: int, inpainter: str, refiner: str | No
 
 
 def anonymizer_options() -> tuple[list[str], list[str], bool]:
-    """Body models and inpainters the installed anonymizer offers, and whether it can refine."""
-    from dataclasses import fields
+    """Body models and inpainters the anonymizer offers, and whether it can refine (a refiner is configured)."""
+    from hf_maskdp.anonymize.body import BODY_MODELS
 
-    try:
-        from hf_maskdp.anonymize.body import BODY_MODELS
-        from hf_maskdp.anonymize.pipeline import AnonymizerConfig
-    except ImportError:
-        return ["mannequin"], ["temporal", "opencv"], False
-    can_refine = "refiner" in {f.name for f in fields(AnonymizerConfig)} and bool(os.environ.get(REFINER_ENV))
+    can_refine = bool(os.environ.get(REFINER_ENV))
     return sorted(BODY_MODELS, key=lambda name: name != "mannequin"), ["temporal", "opencv"], can_refine
 
 
@@ -381,17 +376,14 @@ def make_examples(cache_dir: Path, limits: SpaceLimits) -> list[str]:
 
 
 def embedded_dataset_clip(cache_dir: Path) -> str | None:
-    """One clip of the embedded action dataset (hf_maskdp.data), if the generator is installed."""
+    """One clip of the embedded action dataset (hf_maskdp.data), rendered once into `cache_dir`."""
+    from hf_maskdp.data import generate_clip
+
     path = cache_dir / "embedded_action.mp4"
     if path.exists():
         return str(path)
     try:
-        from hf_maskdp.data import generate_clip
-    except ImportError:
-        return None
-    try:
-        clip = generate_clip(seed=0)  # frames (T, H, W, 3), or a row with a "video" column
-        write_display_mp4(load_video_frames(clip["video"] if isinstance(clip, dict) else clip), path)
+        write_display_mp4(load_video_frames(generate_clip(seed=0)["video"]), path)
     except (TypeError, ValueError, KeyError) as err:  # an example must not keep the Space from starting
         warnings.warn(f"no embedded-dataset example: hf_maskdp.data.generate_clip(seed=0) failed: {err}")
         return None

@@ -658,13 +658,11 @@ class MaskDPTrainer(Trainer):
                 json.dump(record, f, indent=2)
 
     def create_model_card(self, *args, **kwargs) -> None:
-        """The MaskDP model card (hf_maskdp.hub) when available, else the stock one."""
+        """The MaskDP model card (`hf_maskdp.hub.write_model_card`): ε, δ, what is protected."""
         if not self.is_world_process_zero():
             return
-        try:
-            from ..hub import write_model_card
-        except ImportError:
-            return super().create_model_card(*args, **kwargs)
+        from ..hub import write_model_card
+
         dataset = kwargs.get("dataset")
         evals = {k: v for log in self.state.log_history for k, v in log.items() if k.startswith("eval_")}
         write_model_card(
