@@ -165,25 +165,20 @@ def to_pixel_values(frames, keep=None):
 
 
 def build_classifier(config: PretrainConfig, labels: tuple[str, ...]):
-    """A VideoMAE classifier from a config; the one shape used by the pretraining and the quickstart."""
+    """The VideoMAE classifier of `config`'s shape (`hf_maskdp.training.model`), seeded by `config.seed`."""
     import torch
-    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    from hf_maskdp.training.model import videomae_classifier
 
     torch.manual_seed(config.seed)
-    model_config = VideoMAEConfig(
+    return videomae_classifier(
+        labels,
         image_size=config.clip_size,
-        patch_size=config.patch_size,
         num_frames=config.clip_frames,
-        tubelet_size=2,
         hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=max(1, config.hidden_size // 32),
-        intermediate_size=4 * config.hidden_size,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
+        num_layers=config.num_layers,
+        patch_size=config.patch_size,
     )
-    return VideoMAEForVideoClassification(model_config)
 
 
 def pretrain(config: PretrainConfig | None = None) -> dict:

@@ -107,7 +107,7 @@ def published_rows(dataset, split: str):
 
 
 def build_model(args, dataset):
-    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+    from transformers import VideoMAEForVideoClassification
 
     feature = dataset.features.get("label")
     if feature is None:
@@ -119,17 +119,15 @@ def build_model(args, dataset):
         labels.update(id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     if args.model:
         return VideoMAEForVideoClassification.from_pretrained(args.model, ignore_mismatched_sizes=True, **labels)
-    heads = max(1, args.hidden_size // 64)
-    config = VideoMAEConfig(
+    from ..training.model import videomae_classifier
+
+    return videomae_classifier(
+        names or num_labels,
         image_size=args.image_size,
         num_frames=args.num_frames,
         hidden_size=args.hidden_size,
-        num_hidden_layers=args.layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * args.hidden_size,
-        **labels,
+        num_layers=args.layers,
     )
-    return VideoMAEForVideoClassification(config)
 
 
 def run(args) -> int:
