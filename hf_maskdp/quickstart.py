@@ -373,20 +373,23 @@ def _train_all(regime: str, data: dict, collator, config: QuickstartConfig, mode
 
 def build_model(config: QuickstartConfig, seed: int):
     """The model every setting starts from: the public checkpoint (fresh head) or a random init."""
+    import torch
+
     from hf_maskdp.data import ACTION_NAMES
-    from hf_maskdp.pretrain import PretrainConfig, build_classifier, load_pretrained_backbone, shipped_checkpoint
+    from hf_maskdp.pretrain import load_pretrained_backbone, shipped_checkpoint
+    from hf_maskdp.training.model import videomae_classifier
 
     if config.init == "public":
         return load_pretrained_backbone(config.pretrained_model or shipped_checkpoint(), ACTION_NAMES, seed=seed)
-    shape = PretrainConfig(
-        clip_frames=config.clip_frames,
-        clip_size=config.clip_size,
-        patch_size=config.patch_size,
+    torch.manual_seed(seed)
+    return videomae_classifier(
+        ACTION_NAMES,
+        image_size=config.clip_size,
+        num_frames=config.clip_frames,
         hidden_size=config.hidden_size,
         num_layers=config.num_layers,
-        seed=seed,
+        patch_size=config.patch_size,
     )
-    return build_classifier(shape, ACTION_NAMES)
 
 
 def training_args(run: dict, config: QuickstartConfig, output_dir: Path):

@@ -163,7 +163,7 @@ class VideoClipCollator:
         m = torch.from_numpy(mask[index]) if mask is not None else None
         if public_view:
             fill = self._public_fill(x.shape)
-            x = fill_sensitive(x[None], m[None], fill[None])[0]  # before any kernel can mix pixels
+            x = fill_sensitive(x[None], m[None], fill)[0]  # before any kernel can mix pixels
         x, m = self._resize_and_crop(x, m)
         x = self._rescale_and_normalize(x)
         if public_view:  # widened mask after resizing: those pixels get the fill too
@@ -172,7 +172,7 @@ class VideoClipCollator:
                 if self.public_fill == "scene"
                 else 0.0
             )
-            x = fill_sensitive(x[None], m[None], fill if isinstance(fill, float) else fill[None])[0]
+            x = fill_sensitive(x[None], m[None], fill)[0]
         return x, m
 
     def _rescale_and_normalize(self, x: torch.Tensor) -> torch.Tensor:
