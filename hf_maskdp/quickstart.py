@@ -45,6 +45,7 @@ RESULT_KEYS = (
     "train_seconds",
 )
 MODEL_FOLDER = "maskdp_model"  # under output_dir; the demo Space classifies with it
+RUNS_LOG = "runs.jsonl"  # under output_dir; finished runs, so an interrupted run resumes
 KEPT_CLIPS = "keep, then only clips with status ok are used; the others are withheld"
 
 
@@ -153,6 +154,7 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows, stats = [], {}
+    finished = _FinishedRuns(output / RUNS_LOG, config)
     for number, regime in enumerate(config.regimes):
         original = _generate(config, regime)
         anonymized, stats[regime] = _anonymize_cached(original, config, regime)
@@ -166,7 +168,7 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
         collator = _MemoCollator(config)
         rows.append(_background_baseline(original, regime, config))
         model_dir = output / MODEL_FOLDER if number == 0 else None
-        rows += _train_all(regime, data, collator, config, model_dir)
+        rows += _train_all(regime, data, collator, config, model_dir, finished)
 
     files = {name: output / name for name in ("results.md", "results.json", "results.png")}
     files.update(model=output / MODEL_FOLDER, dataset=output / "anonymized_dataset")
@@ -227,9 +229,12 @@ def _cache_folder(config: QuickstartConfig, regime: str) -> Path:
         "anonymizer": _anonymizer_info(config),
         "provenance": PROVENANCE_COLUMN,  # rows cached before the anonymizer wrote it would be refused
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     root = config.cache_dir or os.environ.get("HF_MASKDP_CACHE") or Path.home() / ".cache" / "hf_maskdp"
-    return Path(root) / "quickstart" / f"{regime}-{digest}"
+    return Path(root) / "quickstart" / f"{regime}-{_digest(key)}"
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _anonymize(original, config: QuickstartConfig):
@@ -352,7 +357,40 @@ def planned_runs(config: QuickstartConfig) -> list[dict]:
     return runs
 
 
-def _train_all(regime: str, data: dict, collator, config: QuickstartConfig, model_dir: Path | None) -> list[dict]:
+class _FinishedRuns:
+    """`runs.jsonl` in the output folder: each finished run's row, appended as soon as it ends, so
+    an interrupted quickstart (the benchmark preset takes hours) resumes where it stopped. Rows of
+    another configuration or package version are ignored, never mixed in."""
+
+    def __init__(self, path: Path, config: QuickstartConfig):
+        import hf_maskdp
+
+        settings = {
+            k: v for k, v in asdict(config).items() if k not in ("output_dir", "num_proc", "cache_dir", "progress")
+        }
+        self.path = path
+        self.fingerprint = _digest({"version": hf_maskdp.__version__, "config": settings})
+        self.rows = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                entry = json.loads(line)
+                if entry["fingerprint"] == self.fingerprint:
+                    self.rows[entry["run"]] = entry["row"]
+            if self.rows:
+                print(f"resuming: {len(self.rows)} finished runs of this configuration in {path}")
+
+    def key(self, regime: str, run: dict) -> str:
+        return json.dumps([regime, run["setting"], run["train_data"], run["target"], run["seed"]])
+
+    def add(self, key: str, row: dict) -> None:
+        self.rows[key] = row
+        with self.path.open("a") as log:
+            log.write(json.dumps({"fingerprint": self.fingerprint, "run": key, "row": row}) + "\n")
+
+
+def _train_all(
+    regime: str, data: dict, collator, config: QuickstartConfig, model_dir: Path | None, finished: _FinishedRuns
+) -> list[dict]:
     from tqdm.auto import tqdm
 
     rows = []
@@ -366,8 +404,14 @@ def _train_all(regime: str, data: dict, collator, config: QuickstartConfig, mode
                 and run["seed"] == config.seeds[0]
                 and run["target"] == config.target_epsilon
             )
+            key = finished.key(regime, run)
+            saved = not keep or (model_dir / "README.md").exists()  # a kept model must be on disk to skip its run
+            if key in finished.rows and saved:
+                rows.append(finished.rows[key])
+                continue
             output_dir = model_dir if keep else Path(scratch) / str(i)
             rows.append(_train_and_evaluate(regime, run, data, collator, config, output_dir, save=keep))
+            finished.add(key, rows[-1])
     return rows
 
 

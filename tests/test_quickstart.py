@@ -108,6 +108,25 @@ def test_a_rerun_reuses_the_anonymized_data(quickstart_dir, cache_dir, monkeypat
     assert quickstart._cache_folder(other, "ntu") != quickstart._cache_folder(config, "ntu")
 
 
+def test_an_interrupted_quickstart_resumes_with_its_finished_runs(quickstart_dir, cache_dir, monkeypatch):
+    from hf_maskdp import quickstart
+
+    log = quickstart_dir / quickstart.RUNS_LOG
+    config = QuickstartConfig.fast(output_dir=str(quickstart_dir), progress=False)
+    lines = log.read_text().splitlines()
+    assert len(lines) == len(planned_runs(config))
+    log.write_text("\n".join(lines[:-1]) + "\n")  # the last run was interrupted
+    before = json.loads((quickstart_dir / "results.json").read_text())
+    trained, train = [], quickstart._train_and_evaluate
+    monkeypatch.setattr(quickstart, "_train_and_evaluate", lambda *a, **k: trained.append(a[1]) or train(*a, **k))
+    monkeypatch.setenv("HF_MASKDP_CACHE", str(cache_dir))
+    after = quickstart.run_quickstart(config).rows
+    assert trained == [planned_runs(config)[-1]]  # only the unfinished run trains again
+    assert after[:-1] == before[:-1] and len(after) == len(before)
+    assert len(log.read_text().splitlines()) == len(lines)
+    assert quickstart._FinishedRuns(log, QuickstartConfig.fast(data_seed=1)).rows == {}  # another configuration
+
+
 def test_only_the_noisy_runs_get_the_private_optimizer(tmp_path):
     """Every setting trains alike except the optimizer of the runs with a noisy private branch."""
     import torch

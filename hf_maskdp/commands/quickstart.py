@@ -4,7 +4,8 @@ Generates labelled action clips, anonymizes them (real pose estimation; cached b
 so a rerun does not anonymize again), fine-tunes a VideoMAE pretrained on public clips without
 privacy, with DP-SGD, on public views only and with MaskDP over several budgets and seeds, and
 writes results.md (mean ± std, the claim lines), results.json, results.png, the MaskDP model and
-the anonymized dataset (each with its card) to DIR.
+the anonymized dataset (each with its card) to DIR. Finished runs are logged in DIR/runs.jsonl: rerun
+the same command after an interruption and it resumes.
 
 Presets: demo (make demo, <= 10 min on 2 cores), benchmark (>= 1000 private records, two
 regimes, every budget with every seed; about an hour), fast (about a minute, for tests).
