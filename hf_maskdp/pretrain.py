@@ -7,9 +7,11 @@ disjoint from the private one, performing a *different* action vocabulary
 private clip uses (`PUBLIC_BACKGROUND_NAMES`). Nothing here reads private data, so the checkpoint
 costs no privacy budget.
 
-Pretraining is supervised on that vocabulary. A share of the clips is shown with the background
-replaced by the mean colour, as MaskDP's `fill` public view shows avatars, so the features serve
-both the public view and full clips. The result is an ordinary `save_pretrained` folder with a
+Pretraining is supervised on that vocabulary (`epochs`), optionally after self-supervised
+VideoMAE tube masking (`masked_epochs`: reconstruct the hidden 90 % of each clip's patches, as
+`MCG-NJU/videomae-base` was pretrained; `epochs=0` keeps it self-supervised only). A share of the
+clips is shown with the background replaced by the mean colour, as MaskDP's `fill` public view
+shows avatars, so the features serve both the public view and full clips. The result is an ordinary `save_pretrained` folder with a
 card; the quickstart loads it with `from_pretrained`, the same code path as
 `MCG-NJU/videomae-base`. A copy ships in the package (`SHIPPED_CHECKPOINT`, rebuilt by
 `hf-maskdp pretrain` with the defaults below).
@@ -35,7 +37,9 @@ class PretrainConfig:
     patch_size: int = 16
     hidden_size: int = 64
     num_layers: int = 2
-    epochs: int = 50
+    epochs: int = 50  # supervised, on the public vocabulary
+    masked_epochs: int = 0  # self-supervised VideoMAE tube masking first (0: none, the shipped checkpoint)
+    mask_ratio: float = 0.9  # share of each clip's patches hidden in a masked epoch (VideoMAE's)
     batch_size: int = 32
     learning_rate: float = 2e-3
     fill_share: float = 0.5  # share of training clips shown as a `fill` public view (background = mean colour)
@@ -47,6 +51,12 @@ class PretrainConfig:
     def __post_init__(self):
         if self.num_train < self.batch_size or self.num_test < 1:
             raise ValueError(f"need num_train >= batch_size ({self.batch_size}) and num_test >= 1")
+        if self.epochs < 0 or self.masked_epochs < 0 or self.epochs + self.masked_epochs == 0:
+            raise ValueError(
+                f"need epochs, masked_epochs >= 0 and one of them > 0 (got {self.epochs}, {self.masked_epochs})"
+            )
+        if not 0 < self.mask_ratio < 1:
+            raise ValueError(f"mask_ratio={self.mask_ratio} must be in (0, 1)")
         if not 0 <= self.fill_share <= 1:
             raise ValueError(f"fill_share={self.fill_share} must be in [0, 1]")
         if self.clip_frames < 2 or self.clip_frames % 2:
@@ -199,27 +209,12 @@ def pretrain(config: PretrainConfig | None = None) -> dict:
     x_train, y_train = to_pixel_values(train_frames, keep), torch.as_tensor(train_labels)
 
     model = build_classifier(config, corpus.action_names)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.05)
-    steps_per_epoch = -(-len(x_train) // config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch, pct_start=0.1
-    )
-    from tqdm.auto import trange
-
-    model.train()
-    for _ in trange(config.epochs, desc="pretraining on public clips", disable=not config.progress):
-        order = torch.randperm(len(x_train), generator=generator)
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            pixels = x_train[batch]
-            if config.flip:
-                mirrored = torch.rand(len(batch), generator=generator) < 0.5
-                pixels = torch.where(mirrored.view(-1, 1, 1, 1, 1), pixels.flip(-1), pixels)
-            loss = model(pixel_values=pixels, labels=y_train[batch]).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+    if config.masked_epochs:
+        masked = masked_video_model(model.config)
+        _fit(masked, x_train, None, config.masked_epochs, config, generator, "self-supervised (tube masking)")
+        model.videomae.load_state_dict(masked.videomae.state_dict())  # the encoder; the head stays fresh
+    if config.epochs:
+        _fit(model, x_train, y_train, config.epochs, config, generator, "supervised")
 
     metrics = {
         "test_accuracy_full_clips": accuracy(model, to_pixel_values(test_frames), test_labels),
@@ -233,6 +228,65 @@ def pretrain(config: PretrainConfig | None = None) -> dict:
     (output / "pretraining.json").write_text(json.dumps({"config": asdict(config), "metrics": metrics}, indent=2))
     (output / "README.md").write_text(_card(config, corpus, metrics))
     return metrics
+
+
+def masked_video_model(classifier_config):
+    """A `VideoMAEForPreTraining` with the classifier's encoder shape and a one-layer decoder of the
+    same width (VideoMAE's default decoder, 384 wide and 4 deep, would dwarf a small encoder)."""
+    from transformers import VideoMAEConfig, VideoMAEForPreTraining
+
+    fields = classifier_config.to_dict()
+    for name in ("id2label", "label2id", "architectures", "problem_type"):
+        fields.pop(name, None)
+    config = VideoMAEConfig(**fields)
+    config.decoder_hidden_size = config.hidden_size
+    config.decoder_intermediate_size = config.intermediate_size
+    config.decoder_num_attention_heads = config.num_attention_heads
+    config.decoder_num_hidden_layers = 1
+    return VideoMAEForPreTraining(config)
+
+
+def tube_mask(batch: int, config, ratio: float, generator):
+    """VideoMAE's tube masking: each clip hides the same `ratio` of its spatial patches in every
+    tubelet. Bool (batch, tokens), True = hidden; every clip hides the same number (the model needs it)."""
+    import torch
+
+    patches = (config.image_size // config.patch_size) ** 2
+    hidden = int(round(ratio * patches))
+    order = torch.rand(batch, patches, generator=generator).argsort(dim=1)
+    spatial = torch.zeros(batch, patches, dtype=torch.bool)
+    spatial.scatter_(1, order[:, :hidden], True)
+    return spatial.repeat(1, config.num_frames // config.tubelet_size)
+
+
+def _fit(model, x_train, y_train, epochs: int, config: PretrainConfig, generator, what: str) -> None:
+    """AdamW with a one-cycle schedule; mirrored clips; labels, or tube masks when `y_train` is None."""
+    import torch
+    from tqdm.auto import trange
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.05)
+    steps_per_epoch = -(-len(x_train) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.learning_rate, total_steps=epochs * steps_per_epoch, pct_start=0.1
+    )
+    model.train()
+    for _ in trange(epochs, desc=f"pretraining on public clips, {what}", disable=not config.progress):
+        order = torch.randperm(len(x_train), generator=generator)
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            pixels = x_train[batch]
+            if config.flip:
+                mirrored = torch.rand(len(batch), generator=generator) < 0.5
+                pixels = torch.where(mirrored.view(-1, 1, 1, 1, 1), pixels.flip(-1), pixels)
+            if y_train is None:
+                hidden = tube_mask(len(batch), model.config, config.mask_ratio, generator)
+                loss = model(pixel_values=pixels, bool_masked_pos=hidden).loss
+            else:
+                loss = model(pixel_values=pixels, labels=y_train[batch]).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
 
 
 def accuracy(model, pixel_values, labels, batch_size: int = 64) -> float:
@@ -280,7 +334,7 @@ tags: [videomae, hf-maskdp, public-pretraining]
 # VideoMAE pretrained on public avatar clips (hf_maskdp)
 
 A small VideoMAE ({config.num_layers} layers, hidden {config.hidden_size}, {config.clip_size} px, patch
-{config.patch_size}, {config.clip_frames} frames) trained with supervision on **public data only**, as the
+{config.patch_size}, {config.clip_frames} frames) trained on **public data only** ({_objective(config)}), as the
 initialization that `hf-maskdp quickstart` fine-tunes with MaskDP. It costs no privacy budget: it has
 never seen a private clip.
 
@@ -298,7 +352,7 @@ background replaced by the mean colour, as MaskDP's `fill` public view shows ava
 - `fill` view (background replaced): {metrics["test_accuracy_fill_view"]:.3f}
 - training accuracy: {metrics["train_accuracy"]:.3f}
 
-Trained {config.epochs} epochs, AdamW lr {config.learning_rate:g} (one-cycle), batch {config.batch_size};
+Trained {_objective(config)}, AdamW lr {config.learning_rate:g} (one-cycle), batch {config.batch_size};
 {metrics["seconds"] / 60:.1f} min on CPU.
 
 ## Rebuild
@@ -307,6 +361,16 @@ Trained {config.epochs} epochs, AdamW lr {config.learning_rate:g} (one-cycle), b
 hf-maskdp pretrain {config.output_dir}
 ```
 """
+
+
+def _objective(config: PretrainConfig) -> str:
+    parts = []
+    if config.masked_epochs:
+        parts.append(f"{config.masked_epochs} self-supervised epochs of tube masking, mask ratio {config.mask_ratio:g}")
+    if config.epochs:
+        parts.append(f"{config.epochs} supervised epochs on the public vocabulary")
+    text = ", then ".join(parts)
+    return text if config.epochs else text + "; the classification head is untrained, its accuracy is chance"
 
 
 def shipped_checkpoint() -> str:

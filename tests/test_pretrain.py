@@ -15,12 +15,20 @@ from hf_maskdp.pretrain import SHIPPED_CHECKPOINT, PretrainConfig, load_pretrain
 pytestmark = pytest.mark.timeout(300)
 
 
+SHORT = ["--num-train", "32", "--num-test", "6"]
+
+
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def corpus_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")  # the rendered public clips, shared by the rebuilds here
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, corpus_cache):
     output = tmp_path_factory.mktemp("pretrained") / "videomae-public"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_MASKDP_CACHE", str(tmp_path_factory.mktemp("cache")))
-        assert main(["pretrain", str(output), "--num-train", "32", "--num-test", "6", "--epochs", "1"]) == 0
+        patch.setenv("HF_MASKDP_CACHE", str(corpus_cache))
+        assert main(["pretrain", str(output), *SHORT, "--epochs", "1"]) == 0
     return output
 
 
@@ -64,7 +72,43 @@ def test_shipped_checkpoint_matches_the_default_shape_and_reports_its_accuracy()
     assert metrics["test_accuracy_full_clips"] > metrics["chance"]  # pretraining itself succeeded
 
 
-@pytest.mark.parametrize("bad", [dict(num_train=4, batch_size=8), dict(fill_share=1.5), dict(clip_frames=3)])
+def test_self_supervised_rebuild_transfers_its_encoder(tmp_path, corpus_cache, monkeypatch):
+    from hf_maskdp.pretrain import build_classifier
+
+    output = tmp_path / "videomae-masked"
+    monkeypatch.setenv("HF_MASKDP_CACHE", str(corpus_cache))
+    assert main(["pretrain", str(output), *SHORT, "--epochs", "0", "--masked-epochs", "1"]) == 0
+    record = json.loads((output / "pretraining.json").read_text())
+    assert record["config"]["masked_epochs"] == 1 and "tube masking" in (output / "README.md").read_text()
+    trained = load_pretrained_backbone(str(output), ACTION_NAMES).videomae.state_dict()
+    initial = build_classifier(PretrainConfig(**record["config"]), ACTION_NAMES).videomae.state_dict()
+    changed = [name for name, weight in initial.items() if not torch.equal(weight, trained[name])]
+    assert any("encoder.layer.0.attention" in name for name in changed)  # the masked stage's encoder was kept
+
+
+def test_tube_mask_hides_the_same_patches_in_every_tubelet():
+    from hf_maskdp.pretrain import masked_video_model, tube_mask
+    from hf_maskdp.training.model import videomae_classifier
+
+    config = videomae_classifier(6, image_size=32, num_frames=4, hidden_size=32, num_layers=1, patch_size=8).config
+    hidden = tube_mask(5, config, 0.75, torch.Generator().manual_seed(0))
+    per_tubelet = hidden.view(5, 2, 16)
+    assert torch.equal(per_tubelet[:, 0], per_tubelet[:, 1]) and (per_tubelet.sum(-1) == 12).all()
+    assert len({tuple(row.tolist()) for row in per_tubelet[:, 0]}) > 1  # each clip draws its own patches
+    pixels = torch.randn(5, 4, 3, 32, 32)
+    assert masked_video_model(config)(pixel_values=pixels, bool_masked_pos=hidden).loss.isfinite()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(num_train=4, batch_size=8),
+        dict(fill_share=1.5),
+        dict(clip_frames=3),
+        dict(epochs=0),
+        dict(masked_epochs=1, mask_ratio=1.0),
+    ],
+)
 def test_bad_pretraining_settings_are_refused(bad):
     with pytest.raises(ValueError):
         PretrainConfig(**bad)
