@@ -88,7 +88,6 @@ class AnonymizerConfig:
     min_fit_coverage: float = 0.35  # each avatar must cover this fraction of its person's segmentation (see _status)
     region_dilation: float = 0.02  # erase the person region grown by this fraction of the frame diagonal
     min_detection_confidence: float = 0.5
-    search_crops: bool = True  # mediapipe: search again in crops around person segmentation nobody explains
     residual_check: bool = True  # independent detectors look for real people left outside the avatars (residual.py)
     focal_length: float | None = None  # pixels; default max(H, W) (~53 degrees across)
     max_frames: int | None = None  # read at most this many frames per clip
@@ -465,7 +464,7 @@ class AvatarAnonymizer:
 
             cfg = self.config
             self._pose = make_pose_source(
-                cfg.pose_source, cfg.pose_column, cfg.min_detection_confidence, cfg.max_people, cfg.search_crops
+                cfg.pose_source, cfg.pose_column, cfg.min_detection_confidence, cfg.max_people
             )
         return self._pose
 
