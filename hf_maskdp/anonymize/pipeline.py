@@ -496,9 +496,11 @@ def _status(tracks, fitted: list[np.ndarray], avatar: np.ndarray, min_coverage: 
     """`ok`, or `partial: ...` naming the first reason the clip may still show a real person:
     a person without a pose in some frames (lost beyond the gap filler, or not yet/no longer
     found), a pose that could not be fitted, or an avatar covering too little of its person's
-    segmentation (a poor fit). Coverage measured on astronaut clips (a bulky spacesuit around a
-    slim avatar): 0.47-0.86 for correct fits, 0.26-0.32 with the person 90 px (40 % of the frame)
-    away from where the avatar stands; hence `min_fit_coverage=0.35`."""
+    segmentation (a poor fit). `min_fit_coverage=0.35` separates, on astronaut clips (a bulky
+    spacesuit around a slim avatar), 0.47-0.86 for correct fits from 0.26-0.32 with the person 90 px
+    (40 % of the frame) away from the avatar; on the real clips of tests/data, 0.50-0.80 (pedestrians)
+    and 0.41-0.61 (a close-up) for correct fits from 0.00-0.19 with the avatar moved by one body width
+    (docs/benchmarks.md, "Real footage")."""
     num_frames = len(avatar)
     missing = ~np.all([track.valid for track in tracks], axis=0)
     if missing.any():
