@@ -104,3 +104,13 @@ def test_no_false_alarm_on_real_clip_without_people(check):
     frames = load_video_frames(str(DATA / "no_person.mp4"))
     assert check.evidence(frames)[0].segmentation.any()  # the false positive the pose confirmation removes
     assert check.check(frames, np.zeros(frames.shape[:3], bool)) is None
+
+
+def test_hand_tracking_does_not_carry_over(check):
+    """The hand graph tracks between frames; a clip starting after one that ended on a hand is read afresh."""
+    frames = load_video_frames(str(DATA / "three_people.mp4"))
+    check.evidence(frames[:5])  # ends on frame 4, where a hand is found
+    assert check._tracking_hands
+    again, fresh = check.evidence(frames), ResidualPersonCheck().evidence(frames)
+    assert [np.round(e.hands).tolist() for e in again] == [np.round(e.hands).tolist() for e in fresh]
+    assert all(np.array_equal(a.segmentation, f.segmentation) for a, f in zip(again, fresh))

@@ -175,7 +175,7 @@ def clear_tracking(graph, shape: tuple[int, int], found: Callable[[Any], bool]) 
     """Make a video-mode mediapipe graph forget what it tracks, before the next clip.
 
     `graph.reset()` does it by rebuilding the graph, which reloads its models: about 80 ms of CPU
-    per graph per clip, 10 ms a frame on an 8-frame clip. One uniform grey frame (`shape` = (H, W))
+    per graph per clip, 10 ms a frame per graph on an 8-frame clip. One uniform grey frame (`shape` = (H, W))
     does it in one model run: the tracked region shows nobody, so the graph drops it and, with no
     smoothing filters, keeps nothing (tests/test_real_footage.py checks that a clip coming after another
     comes out identical to one from new graphs). Should the grey frame still give a result (`found`), reset."""
