@@ -99,7 +99,8 @@ class MediaPipePose:
 
     The graphs are built lazily, once per process. Nothing carries over from one clip to the next:
     mediapipe's own landmark smoothing is off (ours, `tracking.smooth`, works per clip), and a graph
-    that tracked someone at the end of the last clip is cleared by `clear_tracking`."""
+    that tracked someone at the end of the last clip is cleared by `clear_tracking` (rebuilt when the
+    frame size changes)."""
 
     def __init__(
         self,
@@ -114,9 +115,10 @@ class MediaPipePose:
         self.extra_person_confidence = extra_person_confidence
         self._graphs: list = []
         self._tracking: set[int] = set()  # the searches whose last frame gave a pose: they hold a track
+        self._size: tuple | None = None  # (H, W) of the last clip
 
     def __getstate__(self):  # mediapipe graphs cannot be pickled; workers rebuild them
-        return {**self.__dict__, "_graphs": [], "_tracking": set()}
+        return {**self.__dict__, "_graphs": [], "_tracking": set(), "_size": None}
 
     def _searches(self) -> list:
         if not self._graphs:
@@ -137,10 +139,14 @@ class MediaPipePose:
     def __call__(self, frames: np.ndarray, row: dict | None = None) -> list[PoseTrack]:
         from hf_maskdp.anonymize.tracking import link_detections
 
-        graphs = self._searches()
-        for k in self._tracking:
-            clear_tracking(graphs[k], frames.shape[1:3], lambda result: result.pose_landmarks is not None)
+        graphs, size = self._searches(), frames.shape[1:3]
+        for k, graph in enumerate(graphs):
+            if size != self._size:  # the segmentation smoothing keeps a mask of the old size: rebuild
+                graph.reset()
+            elif k in self._tracking:
+                clear_tracking(graph, size, lambda result: result.pose_landmarks is not None)
         self._tracking.clear()
+        self._size = size
         return link_detections([self._people(frame) for frame in frames], frames.shape[:3])
 
     def _people(self, frame: np.ndarray) -> list[Detection]:

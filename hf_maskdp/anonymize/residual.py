@@ -74,9 +74,10 @@ class ResidualPersonCheck:
         self._models: tuple | None = None
         self._crops = None
         self._tracking_hands = False  # the hand graph's last frame showed hands: it tracks them
+        self._hands_size: tuple | None = None  # (H, W) of the frames it saw last
 
     def __getstate__(self):  # mediapipe graphs cannot be pickled; workers rebuild them
-        return {**self.__dict__, "_models": None, "_crops": None, "_tracking_hands": False}
+        return {**self.__dict__, "_models": None, "_crops": None, "_tracking_hands": False, "_hands_size": None}
 
     def _crop_search(self):
         if self._crops is None:
@@ -110,8 +111,11 @@ class ResidualPersonCheck:
 
         segmenter, face_detector, hand_detector = self._graphs()
         height, width = frames.shape[1:3]
-        if self._tracking_hands:
+        if self._tracking_hands and (height, width) != self._hands_size:
+            hand_detector.reset()
+        elif self._tracking_hands:
             clear_tracking(hand_detector, (height, width), lambda result: result.multi_hand_landmarks is not None)
+        self._hands_size = (height, width)
         size = np.array([width, height, width, height], np.float32)
         result = []
         for frame in frames:
