@@ -1,23 +1,28 @@
 """The anonymizer on the real clips in tests/data (320x240, 8 frames each; sources in tests/data/README.md).
 
-    .venv/bin/python scripts/bench_real_footage.py [--repeats 1]
+    .venv/bin/python scripts/bench_real_footage.py [--repeats 3] [--baseline DIR]
 
 Per clip: status, people found vs present, and residual detections in a published clip (frames
 with a face, a hand or a pose-confirmed person segment off the avatars, inpainted pixels included,
-as tests/test_real_footage.py counts them: goal 0). Then frames per second end to end (the map
-function on one row: decode, every stage, lossless encode) with the recall search and the
-residual check on (the default) and off, side by side.
+as tests/test_real_footage.py counts them: goal 0). Then the speed end to end (decode, every stage,
+encode: the map function's work for one row), with the residual check on (the default) and off:
+frames per second, and CPU milliseconds per frame, which the load of other processes on a shared
+machine changes far less than wall time. Each measurement runs in a fresh process; with
+`--baseline DIR` (a folder holding another version's `hf_maskdp` package, e.g. from
+`git archive main hf_maskdp | tar -x -C DIR`) that version is measured too, alternating with this
+one, so both see the same load. Then the share of each stage.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
-
-from hf_maskdp.anonymize.pipeline import AvatarAnonymizer
-from hf_maskdp.anonymize.residual import ResidualPersonCheck
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 PEOPLE = {
@@ -28,9 +33,11 @@ PEOPLE = {
     "three_people.mp4": 3,
 }
 GOAL_FPS = 10.0
+SETTINGS = ("with residual check", "without")
+LONG_CLIP = 64  # frames: one_person.mp4 played forwards and backwards
 
 
-def residual_detections(check: ResidualPersonCheck, result) -> int:
+def residual_detections(check, result) -> int:
     """Frames of a published clip with a face, a hand or a pose-confirmed person segment off the avatars."""
     return sum(
         bool(check.uncovered(evidence, check.grow(result.avatar_mask[t]), result.frames[t]))
@@ -38,40 +45,114 @@ def residual_detections(check: ResidualPersonCheck, result) -> int:
     )
 
 
-def fps(anonymizer: AvatarAnonymizer, repeats: int) -> float:
-    frames, seconds = 0, 0.0
-    for _ in range(repeats):
+def statuses() -> None:
+    from hf_maskdp.anonymize.pipeline import AvatarAnonymizer
+    from hf_maskdp.anonymize.residual import ResidualPersonCheck
+
+    check, anonymizer, counts = ResidualPersonCheck(), AvatarAnonymizer(), Counter()
+    print(f"{'clip':26s} {'status':60s} people found/present  residual frames")
+    for name, present in PEOPLE.items():
+        result = anonymizer.anonymize_clip(str(DATA / name))
+        counts[result.status.split(":")[0]] += 1
+        residual = residual_detections(check, result) if result.ok else "-"
+        print(f"{name:26s} {result.status[:60]:60s} {result.num_people}/{present}{'':18s} {residual}")
+    print("clips by status:", dict(counts))
+
+
+def speed() -> dict:
+    """Both settings on all clips in this process: frames, wall and CPU seconds, seconds per stage."""
+    import numpy as np
+
+    from hf_maskdp.anonymize.pipeline import AnonymizerConfig, AvatarAnonymizer
+    from hf_maskdp.video import load_video_frames
+
+    without = {"residual_check": False}
+    if "search_crops" in AnonymizerConfig.__dataclass_fields__:  # versions before the crop search left the pose stage
+        without["search_crops"] = False
+    out, anonymizers = {}, {}
+    for setting, options in zip(SETTINGS, ({}, without)):
+        anonymizer = anonymizers[setting] = AvatarAnonymizer(**options)
+        anonymizer({"video": str(DATA / "no_person.mp4")})  # models load once per process: not timed
+        frames, wall, cpu, stages = 0, 0.0, 0.0, Counter()
         for name in PEOPLE:
             video = {"path": None, "bytes": (DATA / name).read_bytes()}
-            start = time.perf_counter()
-            anonymizer({"video": video})
-            seconds += time.perf_counter() - start
-            frames += 8
-    return frames / seconds
+            start, start_cpu = time.perf_counter(), time.process_time()
+            result = anonymizer.anonymize_clip(video)  # what the map function does per row
+            encode_start = time.perf_counter()
+            anonymizer._row(result)
+            stages["encode"] += time.perf_counter() - encode_start
+            wall += time.perf_counter() - start
+            cpu += time.process_time() - start_cpu
+            stages.update(result.timings)
+            frames += len(result.frames)
+        out[setting] = {"frames": frames, "wall": wall, "cpu": cpu, "stages": dict(stages)}
+    # a longer clip, where per-clip costs (first-frame detection, each avatar's body model) matter less
+    clip = load_video_frames(str(DATA / "one_person.mp4"))
+    clip = np.concatenate([clip, clip[::-1]] * (LONG_CLIP // (2 * len(clip))))
+    start, start_cpu = time.perf_counter(), time.process_time()
+    anonymizer = anonymizers[SETTINGS[0]]
+    anonymizer._row(anonymizer.anonymize_clip(clip))
+    out["long clip"] = {
+        "frames": len(clip),
+        "wall": time.perf_counter() - start,
+        "cpu": time.process_time() - start_cpu,
+    }
+    return out
+
+
+def measure(package_dir: str, repeats: int) -> list[dict]:
+    env = {**os.environ, "PYTHONPATH": package_dir}
+    command = [sys.executable, __file__, "--speed-json"]
+    runs = []
+    for _ in range(repeats):
+        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+        runs.append(json.loads(output.strip().splitlines()[-1]))
+    return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per version, alternating")
+    parser.add_argument("--baseline", help="a folder with another version's hf_maskdp package, measured alongside")
+    parser.add_argument("--speed-json", action="store_true", help=argparse.SUPPRESS)  # one measurement, for main
     args = parser.parse_args()
-    check = ResidualPersonCheck()
-    anonymizer = AvatarAnonymizer()
-    statuses: Counter = Counter()
-    print(f"{'clip':26s} {'status':60s} people found/present  residual frames")
-    for name, present in PEOPLE.items():
-        result = anonymizer.anonymize_clip(str(DATA / name))
-        statuses[result.status.split(":")[0]] += 1
-        residual = residual_detections(check, result) if result.ok else "-"
-        print(f"{name:26s} {result.status[:60]:60s} {result.num_people}/{present}{'':18s} {residual}")
-    print("clips by status:", dict(statuses))
-    anonymizer({"video": str(DATA / "no_person.mp4")})  # warm up both
-    plain = AvatarAnonymizer(search_crops=False, residual_check=False)
-    plain({"video": str(DATA / "no_person.mp4")})
-    with_checks, without = fps(anonymizer, args.repeats), fps(plain, args.repeats)
+    if args.speed_json:
+        print(json.dumps(speed()))
+        return
+    statuses()
+    versions = {"this version": str(Path(__file__).resolve().parent.parent)}
+    if args.baseline:
+        versions["baseline"] = str(Path(args.baseline).resolve())
+    load = os.getloadavg()[0]
+    runs: dict[str, list[dict]] = {version: [] for version in versions}
+    for _ in range(args.repeats):  # alternate, so that both versions share the load of the moment
+        for version, folder in versions.items():
+            runs[version] += measure(folder, 1)
     print(
-        f"end to end at 320x240: {with_checks:.1f} fps with recall search + residual check, {without:.1f} fps without "
-        f"({with_checks / without:.2f}x); goal {GOAL_FPS:.0f} fps {'met' if with_checks >= GOAL_FPS else 'NOT met'}"
+        f"\nend to end at 320x240, {args.repeats} fresh processes per version; load average {load:.1f} -> {os.getloadavg()[0]:.1f}"
     )
+    for version, measured in runs.items():
+        for setting in SETTINGS:
+            frames = sum(run[setting]["frames"] for run in measured)
+            wall, cpu = (sum(run[setting][key] for run in measured) for key in ("wall", "cpu"))
+            print(
+                f"  {version:12s} {setting:20s} {frames / wall:5.1f} fps   {1000 * cpu / frames:6.1f} ms CPU per frame"
+            )
+        frames, wall, cpu = (sum(run["long clip"][key] for run in measured) for key in ("frames", "wall", "cpu"))
+        print(
+            f"  {version:12s} {'64-frame clip':20s} {frames / wall:5.1f} fps   {1000 * cpu / frames:6.1f} ms CPU per frame"
+            "   (one_person.mp4 back and forth, residual check on)"
+        )
+        stages = Counter()
+        for run in measured:
+            stages.update(run[SETTINGS[0]]["stages"])
+        total = sum(stages.values())
+        shares = ", ".join(f"{stage} {seconds / total:.0%}" for stage, seconds in stages.most_common())
+        print(f"  {version:12s} stages (share of wall time, residual check on): {shares}")
+    best = sum(r[SETTINGS[0]]["frames"] for r in runs["this version"]) / sum(
+        r[SETTINGS[0]]["wall"] for r in runs["this version"]
+    )
+    print(f"goal {GOAL_FPS:.0f} fps with the residual check: {'met' if best >= GOAL_FPS else 'NOT met'}")
 
 
 if __name__ == "__main__":

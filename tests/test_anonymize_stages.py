@@ -201,7 +201,9 @@ def test_smooth_cameras_damps_jitter_and_keeps_steady_motion(body):
         camera = smoothed[t].camera
         np.testing.assert_allclose(camera.t, [0.1 * t, 0, 3.0], atol=0.005)
         np.testing.assert_allclose(Rotation.from_matrix(camera.R).as_rotvec(), [0, 0.02 * t, 0], atol=0.005)
-    assert all(abs(smoothed[t].camera.t[1]) < 0.02 for t in (0, 19, 21, 29))  # damped up to the ends
+    for t in (0, 19, 21, 29):  # at the ends of a run: jitter damped to under half, and no lag behind the motion
+        assert abs(smoothed[t].camera.t[1]) < 0.025
+        assert abs(smoothed[t].camera.t[0] - 0.1 * t) < 0.01  # a plain mean lags here by 0.13 m
     assert smooth_cameras(fits, 30, sigma=0.0) is fits
 
 

@@ -11,6 +11,7 @@ it never reads a real pixel, which is what lets its pixels be marked non-sensiti
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -249,13 +250,22 @@ def _paint_face(colors, vertices, head, head_joint, appearance):
 # ----------------------------------------------------------------------------- mannequin
 
 
-@functools.lru_cache(maxsize=8)
-def _load_mannequin(shape: tuple[float, ...]):
+@functools.lru_cache(maxsize=1)
+def _base_mannequin():
     try:
         from mannequin import Mannequin
     except ImportError as error:
         raise ImportError("the default body model needs the `mannequin-x` package: pip install mannequin-x") from error
-    return Mannequin("wooden", shape=np.asarray(shape, dtype=np.float32))
+    return Mannequin("wooden")
+
+
+@functools.lru_cache(maxsize=8)
+def _load_mannequin(shape: tuple[float, ...]):
+    # every avatar has its own shape: reshape a copy of the loaded model (half the cost of loading it
+    # again); `reshape` sets new attributes on the copy and the shared weights are only read
+    model = copy.copy(_base_mannequin())
+    model.reshape(np.asarray(shape, dtype=np.float32))
+    return model
 
 
 class MannequinBody:

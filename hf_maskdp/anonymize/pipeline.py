@@ -88,7 +88,6 @@ class AnonymizerConfig:
     min_fit_coverage: float = 0.35  # each avatar must cover this fraction of its person's segmentation (see _status)
     region_dilation: float = 0.02  # erase the person region grown by this fraction of the frame diagonal
     min_detection_confidence: float = 0.5
-    search_crops: bool = True  # mediapipe: search again in crops around person segmentation nobody explains
     residual_check: bool = True  # independent detectors look for real people left outside the avatars (residual.py)
     focal_length: float | None = None  # pixels; default max(H, W) (~53 degrees across)
     max_frames: int | None = None  # read at most this many frames per clip
@@ -465,7 +464,7 @@ class AvatarAnonymizer:
 
             cfg = self.config
             self._pose = make_pose_source(
-                cfg.pose_source, cfg.pose_column, cfg.min_detection_confidence, cfg.max_people, cfg.search_crops
+                cfg.pose_source, cfg.pose_column, cfg.min_detection_confidence, cfg.max_people
             )
         return self._pose
 
@@ -497,9 +496,11 @@ def _status(tracks, fitted: list[np.ndarray], avatar: np.ndarray, min_coverage: 
     """`ok`, or `partial: ...` naming the first reason the clip may still show a real person:
     a person without a pose in some frames (lost beyond the gap filler, or not yet/no longer
     found), a pose that could not be fitted, or an avatar covering too little of its person's
-    segmentation (a poor fit). Coverage measured on astronaut clips (a bulky spacesuit around a
-    slim avatar): 0.47-0.86 for correct fits, 0.26-0.32 with the person 90 px (40 % of the frame)
-    away from where the avatar stands; hence `min_fit_coverage=0.35`."""
+    segmentation (a poor fit). `min_fit_coverage=0.35` separates, on astronaut clips (a bulky
+    spacesuit around a slim avatar), 0.47-0.86 for correct fits from 0.26-0.32 with the person 90 px
+    (40 % of the frame) away from the avatar; on the real clips of tests/data, 0.50-0.80 (pedestrians)
+    and 0.41-0.61 (a close-up) for correct fits from 0.00-0.19 with the avatar moved by one body width
+    (docs/benchmarks.md, "Real footage")."""
     num_frames = len(avatar)
     missing = ~np.all([track.valid for track in tracks], axis=0)
     if missing.any():

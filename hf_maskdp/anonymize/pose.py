@@ -8,7 +8,7 @@ dataset that ships its own poses (`GivenPose`) plugs into the same fitting code.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -88,13 +88,19 @@ class MediaPipePose:
     on astronaut-photo clips (6 clips, 1 or 2 people, 224-320 px) 0.5 and 0.8 still reported
     ghosts (the space shuttle, background left between painted people), 0.85 none, and 0.88
     started to miss the second person. A ghost is kept as a person (never silently dropped): it
-    can cost a clip its `ok` status, never privacy.
-    The graphs are built lazily, once per process, and reset per clip so tracking never carries
-    over from one clip to the next. Then `CropSearch` (if `search_crops`) looks in crops around
-    person segmentation nobody found explains, with `crop_confidence=0.7`: at 0.5 and 0.6 it found a
-    ghost in the Space's 24-frame astronaut example (a second track, so `partial`); at 0.6 it also
-    found the second pedestrian of tests/data/three_people.mp4, at 0.7 it no longer does (that clip
-    is then withheld by the residual check). A ghost costs `ok`, never privacy."""
+    can cost a clip its `ok` status, never privacy. People this search misses are the residual
+    check's to find (`residual.py`), which withholds the clip.
+
+    No search in crops: BlazePose run on crops around person segmentation nobody explained
+    (`CropSearch`) added no person on the real clips in tests/data. Their pedestrians, 50 px tall in
+    the source, got detector scores of 0.3-0.6 in a crop, in a few frames each, while 0.5-0.6 already
+    found ghosts in astronaut clips (docs/benchmarks.md, "Real footage"). It now only confirms
+    segmentation in the residual check.
+
+    The graphs are built lazily, once per process. Nothing carries over from one clip to the next:
+    mediapipe's own landmark smoothing is off (ours, `tracking.smooth`, works per clip), and a graph
+    that tracked someone at the end of the last clip is cleared by `clear_tracking` (rebuilt when the
+    frame size changes)."""
 
     def __init__(
         self,
@@ -102,20 +108,17 @@ class MediaPipePose:
         min_tracking_confidence: float = 0.5,
         max_people: int = 4,
         extra_person_confidence: float = 0.85,
-        search_crops: bool = True,
-        crop_confidence: float = 0.7,
     ):
         self.min_detection_confidence = min_detection_confidence
         self.min_tracking_confidence = min_tracking_confidence
         self.max_people = max_people
         self.extra_person_confidence = extra_person_confidence
-        self.search_crops = search_crops
-        self.crop_confidence = crop_confidence  # see CropSearch
         self._graphs: list = []
-        self._crops: CropSearch | None = None
+        self._tracking: set[int] = set()  # the searches whose last frame gave a pose: they hold a track
+        self._size: tuple | None = None  # (H, W) of the last clip
 
     def __getstate__(self):  # mediapipe graphs cannot be pickled; workers rebuild them
-        return {**self.__dict__, "_graphs": [], "_crops": None}
+        return {**self.__dict__, "_graphs": [], "_tracking": set(), "_size": None}
 
     def _searches(self) -> list:
         if not self._graphs:
@@ -124,7 +127,7 @@ class MediaPipePose:
                 mp.solutions.pose.Pose(
                     static_image_mode=False,
                     model_complexity=1,  # 0 and 2 try to download their model and fail offline
-                    smooth_landmarks=True,
+                    smooth_landmarks=False,  # its filters outlive a clip; tracking.smooth smooths per clip
                     enable_segmentation=True,
                     min_detection_confidence=max(self.min_detection_confidence, self.extra_person_confidence * (k > 0)),
                     min_tracking_confidence=max(self.min_tracking_confidence, self.extra_person_confidence * (k > 0)),
@@ -136,27 +139,30 @@ class MediaPipePose:
     def __call__(self, frames: np.ndarray, row: dict | None = None) -> list[PoseTrack]:
         from hf_maskdp.anonymize.tracking import link_detections
 
-        graphs = self._searches()
-        for graph in graphs:
-            graph.reset()
-        if self.search_crops and self._crops is None:
-            self._crops = CropSearch(max(self.min_detection_confidence, self.crop_confidence))
-        return link_detections([self._people(graphs, frame, self._crops) for frame in frames], frames.shape[:3])
+        graphs, size = self._searches(), frames.shape[1:3]
+        for k, graph in enumerate(graphs):
+            if size != self._size:  # the segmentation smoothing keeps a mask of the old size: rebuild
+                graph.reset()
+            elif k in self._tracking:
+                clear_tracking(graph, size, lambda result: result.pose_landmarks is not None)
+        self._tracking.clear()
+        self._size = size
+        return link_detections([self._people(frame) for frame in frames], frames.shape[:3])
 
-    @staticmethod
-    def _people(graphs: list, frame: np.ndarray, crops: CropSearch | None = None) -> list[Detection]:
-        """Everyone found in one frame: search, paint the person found grey, search again; then
-        search crops around person segmentation that nobody found explains (`CropSearch`)."""
+    def _people(self, frame: np.ndarray) -> list[Detection]:
+        """Everyone found in one frame: search, paint the person found grey, search again."""
         from hf_maskdp.anonymize.inpaint import detection_region
 
         height, width = frame.shape[:2]
         people: list[Detection] = []
         searched = np.ascontiguousarray(frame)
         found = np.zeros((height, width), bool)  # where the people found so far are
-        for graph in graphs:
+        for k, graph in enumerate(self._graphs):
             result = graph.process(searched)
             if result.pose_landmarks is None or result.pose_world_landmarks is None:
+                self._tracking.discard(k)
                 break
+            self._tracking.add(k)
             image = np.array([(p.x, p.y, p.visibility) for p in result.pose_landmarks.landmark], np.float32)
             world = np.array([(p.x, p.y, p.z) for p in result.pose_world_landmarks.landmark], np.float32)
             mask = None if result.segmentation_mask is None else result.segmentation_mask.astype(np.float32)
@@ -168,35 +174,33 @@ class MediaPipePose:
             found |= region
             searched = searched.copy()
             searched[region] = 128  # neutral grey, so this search cannot find that person again
-        if crops is not None:
-            for person in crops(frame, found, len(graphs) - len(people), searched):
-                people.append(person)
-                found |= detection_region(person, (height, width))
         return people
 
 
-class CropSearch:
-    """Search again where the full-frame pose search found nobody but a person segmentation model
-    sees someone: mediapipe's pose detector looks for one person per frame and, at 256 px, misses
-    small, close-up or partly visible people that a crop around them shows clearly.
+def clear_tracking(graph, shape: tuple[int, int], found: Callable[[Any], bool]) -> None:
+    """Make a video-mode mediapipe graph forget what it tracks, before the next clip.
 
-    The segmentation is `residual.ResidualPersonCheck`'s (selfie segmentation), minus the people
-    found already; each blob of at least `min_area` of the frame is cropped with a margin,
-    resized to `crop_size` and searched by BlazePose in static-image mode. A person counts when
-    most of their visible landmarks lie on the blob (a segmentation false positive such as a
-    tripod rarely yields a pose, and never one on itself).
+    `graph.reset()` does it by rebuilding the graph, which reloads its models: about 80 ms of CPU
+    per graph per clip, 10 ms a frame per graph on an 8-frame clip. One uniform grey frame (`shape` = (H, W))
+    does it in one model run: the tracked region shows nobody, so the graph drops it and, with no
+    smoothing filters, keeps nothing (tests/test_real_footage.py checks that a clip coming after another
+    comes out identical to one from new graphs). Should the grey frame still give a result (`found`), reset."""
+    if found(graph.process(np.full((*shape, 3), 128, np.uint8))):
+        graph.reset()
+
+
+class CropSearch:
+    """Is there a person on this blob of person segmentation? The residual check's confirmation
+    (`residual.ResidualPersonCheck`): selfie segmentation also calls a tripod or a coffee cup a
+    person, so a blob counts only when BlazePose, run in static-image mode on a crop around it
+    (with a margin, resized to `crop_size`), finds a person with most visible landmarks on it.
     """
 
-    def __init__(
-        self, min_detection_confidence: float = 0.5, min_area: float = 0.003, crop_size: int = 256, margin: float = 0.3
-    ):
+    def __init__(self, min_detection_confidence: float = 0.5, crop_size: int = 256, margin: float = 0.3):
         self.min_detection_confidence = min_detection_confidence
-        self.min_area = min_area
         self.crop_size = crop_size
         self.margin = margin
-        self.max_blobs = 4  # blobs searched per frame, largest first (each search is one pose run)
         self._graph = None
-        self._check = None
 
     def pose_graph(self):
         if self._graph is None:
@@ -204,12 +208,8 @@ class CropSearch:
             self._graph = mp.solutions.pose.Pose(
                 static_image_mode=True,
                 model_complexity=1,
-                enable_segmentation=True,
                 min_detection_confidence=self.min_detection_confidence,
             )
-            from hf_maskdp.anonymize.residual import ResidualPersonCheck
-
-            self._check = ResidualPersonCheck()
         return self._graph
 
     def blobs(self, segmentation: np.ndarray, min_area: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -247,34 +247,9 @@ class CropSearch:
             return None
         image = np.array([(p.x, p.y, p.visibility) for p in result.pose_landmarks.landmark], np.float32)
         world = np.array([(p.x, p.y, p.z) for p in result.pose_world_landmarks.landmark], np.float32)
-        points = image[:, :2] * (x1 - x0, y1 - y0) + (x0, y0)
-        mask = None
-        if result.segmentation_mask is not None:
-            mask = np.zeros((height, width), np.float32)
-            mask[y0:y1, x0:x1] = cv2.resize(result.segmentation_mask.astype(np.float32), (x1 - x0, y1 - y0))
-        person = Detection(points, world, image[:, 2], mask)
+        person = Detection(image[:, :2] * (x1 - x0, y1 - y0) + (x0, y0), world, image[:, 2])
         grown = cv2.dilate(blob.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
         return person if _inside(person, grown) else None
-
-    def __call__(
-        self, frame: np.ndarray, found: np.ndarray, max_people: int, searched: np.ndarray | None = None
-    ) -> list[Detection]:
-        """People around segmentation of `frame` that `found` (H, W bool: the people found) does not explain,
-        searched in crops of `searched` (default `frame`; the pose stage passes the frame with the people
-        found painted grey, so they are not found again: a grey silhouette can itself pass for a person,
-        which costs a clip its `ok` status, never privacy). A person found again lies on `found` and is dropped."""
-        if max_people <= 0:
-            return []
-        self.pose_graph()
-        segmentation = self._check.evidence(frame[None], hands=False, faces=False)[0].segmentation & ~found
-        people = []
-        for box, blob in self.blobs(segmentation, self.min_area)[: self.max_blobs]:
-            person = self.find(frame if searched is None else searched, box, blob)
-            if person is not None and not _inside(person, found):
-                people.append(person)
-                if len(people) == max_people:
-                    break
-        return people
 
 
 def _inside(person: Detection, region: np.ndarray) -> bool:
@@ -334,16 +309,10 @@ class GivenPose:
 
 
 def make_pose_source(
-    name: str,
-    column: str = "pose",
-    min_detection_confidence: float = 0.5,
-    max_people: int = 4,
-    search_crops: bool = True,
+    name: str, column: str = "pose", min_detection_confidence: float = 0.5, max_people: int = 4
 ) -> PoseSource:
     if name == "mediapipe":
-        return MediaPipePose(
-            min_detection_confidence=min_detection_confidence, max_people=max_people, search_crops=search_crops
-        )
+        return MediaPipePose(min_detection_confidence=min_detection_confidence, max_people=max_people)
     if name == "given":
         return GivenPose(column)
     raise ValueError(f"unknown pose_source {name!r}; choose 'mediapipe' or 'given'")

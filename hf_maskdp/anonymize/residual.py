@@ -20,9 +20,6 @@ smaller copy would save nothing and lose small people); it never skips frames, s
 may be visible in one frame only. An avatar's own edges are blurred by the 256x144 segmentation,
 so evidence within `avatar_margin` of an avatar counts as the avatar's; so does evidence on pixels
 the inpainter painted over (person-shaped smears of background, no real person).
-
-`evidence(frames)` is also what `pose.MediaPipePose` reads to search again (in crops) where the
-pose model found nobody.
 """
 
 from __future__ import annotations
@@ -76,15 +73,17 @@ class ResidualPersonCheck:
         self.max_blobs = 4  # segmented blobs searched per frame, largest first
         self._models: tuple | None = None
         self._crops = None
+        self._tracking_hands = False  # the hand graph's last frame showed hands: it tracks them
+        self._hands_size: tuple | None = None  # (H, W) of the frames it saw last
 
     def __getstate__(self):  # mediapipe graphs cannot be pickled; workers rebuild them
-        return {**self.__dict__, "_models": None, "_crops": None}
+        return {**self.__dict__, "_models": None, "_crops": None, "_tracking_hands": False, "_hands_size": None}
 
     def _crop_search(self):
         if self._crops is None:
             from hf_maskdp.anonymize.pose import CropSearch
 
-            self._crops = CropSearch(min_area=self.min_area)
+            self._crops = CropSearch()
         return self._crops
 
     def _graphs(self) -> tuple:
@@ -106,23 +105,30 @@ class ResidualPersonCheck:
             )
         return self._models
 
-    def evidence(self, frames: np.ndarray, faces: bool = True, hands: bool = True) -> list[Evidence]:
-        """Per frame, where the three detectors see a person (hand tracking restarts per call)."""
+    def evidence(self, frames: np.ndarray) -> list[Evidence]:
+        """Per frame, where the three detectors see a person (hand tracking starts afresh per call)."""
+        from hf_maskdp.anonymize.pose import clear_tracking
+
         segmenter, face_detector, hand_detector = self._graphs()
-        if hands:
-            hand_detector.reset()
         height, width = frames.shape[1:3]
+        if self._tracking_hands and (height, width) != self._hands_size:
+            hand_detector.reset()
+        elif self._tracking_hands:
+            clear_tracking(hand_detector, (height, width), lambda result: result.multi_hand_landmarks is not None)
+        self._hands_size = (height, width)
         size = np.array([width, height, width, height], np.float32)
         result = []
         for frame in frames:
             frame = np.ascontiguousarray(frame)
             segmentation = segmenter.process(frame).segmentation_mask > self.segmentation_threshold
             face_boxes = []
-            for detection in (face_detector.process(frame).detections if faces else None) or []:
+            for detection in face_detector.process(frame).detections or []:
                 box = detection.location_data.relative_bounding_box
                 face_boxes.append(np.array([box.xmin, box.ymin, box.xmin + box.width, box.ymin + box.height]) * size)
             hand_boxes = []
-            for landmarks in (hand_detector.process(frame).multi_hand_landmarks if hands else None) or []:
+            hands = hand_detector.process(frame).multi_hand_landmarks
+            self._tracking_hands = hands is not None
+            for landmarks in hands or []:
                 points = np.array([(p.x, p.y) for p in landmarks.landmark], np.float32)
                 hand_boxes.append(np.concatenate([points.min(0), points.max(0)]) * size)
             result.append(Evidence(segmentation, face_boxes, hand_boxes))
