@@ -335,7 +335,7 @@ def print_psnr(label, ratio, ms, kept, errs) -> None:
 
 def picture(clip, path: str) -> None:
     """An avatar edge, 4x enlarged: anonymized frame | format 2 read back with a grey layer fill |
-    with the edge fill (default) | |error| x 4 of the default (sensitive pixels black)."""
+    with the edge fill (default) | |error| x 4 of the default (pixels the stored mask marks sensitive black)."""
     import cv2
     from scipy import ndimage
 
@@ -350,7 +350,8 @@ def picture(clip, path: str) -> None:
     crop = (slice(y0, y0 + size), slice(x0, x0 + size))
     with layer_design(edge_fill_radius=0):
         grey = read_anonymized_clip(encode_anonymized_clip(frames, sensitive, fps=fps))[0][t]
-    default = read_anonymized_clip(encode_anonymized_clip(frames, sensitive, fps=fps))[0][t]
+    default, stored = read_anonymized_clip(encode_anonymized_clip(frames, sensitive, fps=fps))
+    default, public = default[t], ~stored[t]  # the pixels read from the layer
     diff = np.where(public[..., None], np.clip(4 * np.abs(default.astype(int) - frames[t]), 0, 255), 0).astype(np.uint8)
     panels = []
     for image, text in (
