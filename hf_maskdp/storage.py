@@ -8,8 +8,9 @@ Storage format 2 (what `encode_anonymized_clip` writes):
 - `sensitive_mask`: `True` = may carry real information; `packbits+zlib`. Rounded out to
   `mask_block` x `mask_block` tiles (2; `cover_blocks`): every tile holding a sensitive pixel is
   all sensitive, so the stored mask is a superset of the anonymizer's, never a subset, and the
-  layer is built from this stored mask. A blocky mask packs about 2x (real) to 2.7x (small
-  clips) smaller, for 1-4 % of the public pixels (docs/benchmarks.md); `mask_block=1` is exact.
+  layer is built from this stored mask. A blocky mask packs about 2x smaller, for 2-4 % of the
+  public pixels a 112-px model sees on real clips (19 % on tiny 112-px clips with thin limbs;
+  docs/benchmarks.md); `mask_block=1` is exact.
 - `storage_format`: `2`.
 
 Both videos are written without x264's SEI settings string (about 650 bytes each, a tenth of a
@@ -58,7 +59,7 @@ LAYER_FILL = 128  # sensitive pixels of the layer away from the avatar's edge: m
 EDGE_FILL_RADIUS = 2  # sensitive pixels this close to a public one take the public pixels' colour (avatar_layer)
 DEFAULT_CRF = 18  # the composite: near transparent, what people watch (scripts/bench_storage.py, docs/benchmarks.md)
 DEFAULT_LAYER_CRF = 23  # public pixels still closer to the render than one crf-18 encoding of the whole clip gets them
-DEFAULT_MASK_BLOCK = 2  # sensitive_mask rounded out to 2x2 blocks: half its bytes, 1-4 % of the public pixels
+DEFAULT_MASK_BLOCK = 2  # sensitive_mask rounded out to 2x2 tiles: half its bytes (docs/benchmarks.md)
 AVATAR_MASK_BLOCK = 16  # the stored avatar_mask, rounded out likewise: it is only checked against (public ⊆ avatar)
 DEFAULT_PRESET = "veryfast"  # slower presets saved 1-3 % of the bytes at 2-3x the encode time
 LAYER_X264_PARAMS = "mbtree=0:threads=1"  # the layer's bytes must be a function of its frames: module docstring
