@@ -319,12 +319,14 @@ def _storage_description(formats: dict, info: dict) -> str:
         else:
             crf, layer_crf = info.get("crf", DEFAULT_CRF), info.get("layer_crf", DEFAULT_LAYER_CRF)
             preset = info.get("preset", DEFAULT_PRESET)
+            block = int(info.get("mask_block", 0))  # 0: not recorded (exact before mask_block existed)
+            rounded = f" `sensitive_mask` is rounded out to {block}x{block}-pixel tiles (more sensitive, never less)."
             lines.append(
                 f"- Storage format {version} ({clips}): `video` (the composite) is H.264 yuv420p at crf {crf} and "
                 f"`avatar_layer` at crf {layer_crf}, preset {preset} (lossy). The layer is the same frames with every "
                 "sensitive pixel replaced (from public pixels only) *before* encoding, so its encoder never saw a real "
                 "pixel; readers take public pixels from the layer and sensitive ones from `video` "
-                "(`hf_maskdp.read_anonymized_clip`)."
+                "(`hf_maskdp.read_anonymized_clip`)." + (rounded if block > 1 else "")
             )
     return "\n".join(lines) or "- Storage format: not recorded."
 

@@ -154,6 +154,7 @@ def encode_video(
     crf: int = 18,
     preset: str = "veryfast",
     x264_params: str | None = None,
+    strip_sei: bool = False,
 ) -> bytes:
     """Encode frames `(T, H, W, 3)` uint8 as H.264 in mp4; return the bytes.
 
@@ -161,7 +162,9 @@ def encode_video(
     format 1, see `hf_maskdp.storage`); odd sizes are fine. `lossless=False`: ordinary yuv420p
     H.264 at `crf` and `preset` that browsers play (it mixes neighbouring pixels, and odd sizes
     are cropped by one pixel; `hf_maskdp.storage` pads instead); `x264_params` are passed to
-    libx264 as `key=value:key=value`. If `path` is given, the bytes are also written there.
+    libx264 as `key=value:key=value`. `strip_sei=True` drops the stream's SEI units: x264's
+    settings string (about 650 bytes, a tenth of a small clip) and nothing a decoder needs.
+    If `path` is given, the bytes are also written there.
     """
     import av
 
@@ -178,9 +181,20 @@ def encode_video(
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         stream.options = options
+        units = av.bitstream.BitStreamFilterContext("filter_units=remove_types=6", stream) if strip_sei else None
+
+        def mux(packets):
+            if units is not None:  # packets=None flushes the filter
+                packets = [out for packet in ([None] if packets is None else packets) for out in units.filter(packet)]
+            for packet in packets:
+                packet.stream = stream
+                container.mux(packet)
+
         for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+            mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        mux(stream.encode())
+        if units is not None:
+            mux(None)
     data = buffer.getvalue()
     if path is not None:
         Path(path).write_bytes(data)

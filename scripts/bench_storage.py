@@ -1,18 +1,21 @@
-"""Storage of anonymized clips: format 2 (lossy composite + avatar layer + mask) against format 1
-(lossless video + mask) and against the same frames encoded once, lossy, side by side.
+"""Storage of anonymized clips: format 2 (lossy composite + avatar layer + masks) as written now and
+as written before (exact masks, x264's SEI kept), against format 1 (lossless video + masks) and
+against the same frames encoded once, lossy, side by side.
 
     .venv/bin/python scripts/bench_storage.py [--embedded-clips 8] [--picture docs/images/avatar_edges_lossy.png]
 
-Clips: the embedded action dataset (`hf_maskdp.data.build_action_dataset`, 16 frames at 112 px)
-and real photos (the scikit-image astronaut as a pan/zoom at 224x224, 320x240 and 640x480, and
-next to a second astronaut at 448x224, as scripts/bench_anonymize.py makes them), all anonymized
-by the real pipeline. For each group it prints:
+Clips: the embedded action dataset (`hf_maskdp.data.build_action_dataset`, 16 frames at 112 px),
+real photos (the scikit-image astronaut as a pan/zoom at 224x224, 320x240 and 640x480, and
+next to a second astronaut at 448x224, as scripts/bench_anonymize.py makes them) and the real
+footage of tests/data (8 frames at 320x240), all anonymized by the real pipeline. For each group:
 
 - bytes per clip of the saved dataset (`save_to_disk`, every file: videos, masks, metadata) in
-  format 1 and format 2, and of the anonymized frames encoded once as H.264 crf 18 yuv420p
-  (`encode_video(lossless=False)`, the reference: what the clip costs as an ordinary video);
+  format 1, format 2 before and format 2 now (with `avatar_mask` as the anonymizer writes it),
+  and of the anonymized frames encoded once as H.264 crf 18 yuv420p (`encode_video(lossless=False)`,
+  the reference: what the clip costs as an ordinary video), with each stored column's share;
 - encode and read time per clip (format 2 reads compose `where(mask, composite, layer)`; the
-  public view reads only the layer);
+  public view reads only the layer), and the share of public pixels the model still sees
+  (`VideoClipCollator`, 8 frames at 112 px) with the rounded-out mask;
 - how far the frames read back are from the anonymized frames: mean absolute error and PSNR on
   public pixels, on public pixels within 2 px of a sensitive one (the avatar's edge) and on
   sensitive pixels, next to the reference encoding's error on the same pixels.
@@ -48,6 +51,13 @@ def real_clips() -> list[tuple[str, np.ndarray]]:
         ("astronaut 640x480", astronaut_clip(32, 640, 480)),
         ("two astronauts 448x224", side_by_side_clip(skimage.data.astronaut(), 16, 224)),
     ]
+
+
+def footage_clips() -> list[tuple[str, np.ndarray]]:
+    import glob
+
+    folder = os.path.join(os.path.dirname(__file__), "..", "tests", "data")
+    return [(os.path.basename(path), load_video_frames(path)) for path in sorted(glob.glob(f"{folder}/*.mp4"))]
 
 
 def embedded_clips(count: int) -> list[tuple[str, np.ndarray]]:
@@ -91,7 +101,30 @@ def format1_row(frames, sensitive, avatar, fps):
 
 
 def format2_row(frames, sensitive, avatar, fps, **quality):
-    return {**encode_anonymized_clip(frames, sensitive, fps=fps, **quality), "avatar_mask": encode_mask(avatar)}
+    """What the anonymizer writes now (`AvatarAnonymizer._row`)."""
+    stored_avatar = storage.cover_blocks(avatar, storage.AVATAR_MASK_BLOCK)
+    return {**encode_anonymized_clip(frames, sensitive, fps=fps, **quality), "avatar_mask": encode_mask(stored_avatar)}
+
+
+def format2_before_row(frames, sensitive, avatar, fps):
+    """What the anonymizer wrote before: the same, with exact masks and x264's SEI in both videos."""
+    options = {"fps": fps, "lossless": False, "preset": storage.DEFAULT_PRESET}
+    layer = storage.avatar_layer(frames, sensitive)
+    return {
+        "video": {"path": None, "bytes": encode_video(storage._pad_even(frames), crf=storage.DEFAULT_CRF, **options)},
+        "avatar_layer": {
+            "path": None,
+            "bytes": encode_video(
+                storage._pad_even(layer),
+                crf=storage.DEFAULT_LAYER_CRF,
+                x264_params=storage.LAYER_X264_PARAMS,
+                **options,
+            ),
+        },
+        "sensitive_mask": encode_mask(sensitive),
+        "storage_format": storage.STORAGE_FORMAT,
+        "avatar_mask": encode_mask(avatar),
+    }
 
 
 def saved_bytes(rows, features) -> int:
@@ -125,60 +158,96 @@ def errors(decoded, frames, sensitive) -> dict:
     return out
 
 
+STORED_COLUMNS = ("video", "avatar_layer", "sensitive_mask", "avatar_mask")
+
+
+def column_bytes(row, column) -> int:
+    return len(row[column]["packed"] if "packed" in row[column] else row[column]["bytes"])
+
+
 def bench_group(title, clips) -> None:
     n = len(clips)
-    rows1, rows2, enc1, enc2, dec1, dec2, pub2, ref_bytes = [], [], 0.0, 0.0, 0.0, 0.0, 0.0, 0
-    err2, err_ref = [], []
+    writers = {
+        "format 1 (lossless)": format1_row,
+        "format 2 before (exact masks, SEI)": format2_before_row,
+        "format 2 now": format2_row,
+    }
+    rows = {name: [] for name in writers}
+    encode, read = dict.fromkeys(writers, 0.0), dict.fromkeys(writers, 0.0)
+    public_read, ref_bytes, ref_plain_bytes, err2, err_ref = 0.0, 0, 0, [], []
     for _, frames, sensitive, avatar, fps in clips:
-        row1, t1 = timed(format1_row, frames, sensitive, avatar, fps)
-        row2, t2 = timed(format2_row, frames, sensitive, avatar, fps)
-        rows1.append(row1), rows2.append(row2)
-        enc1, enc2 = enc1 + t1, enc2 + t2
-        _, d1 = timed(lambda: (load_video_frames(row1["video"]), decode_mask(row1["sensitive_mask"])))
-        (back, _), d2 = timed(read_anonymized_clip, row2)
-        _, p2 = timed(read_anonymized_clip, row2, public_only=True)
-        dec1, dec2, pub2 = dec1 + d1, dec2 + d2, pub2 + p2
+        for name, writer in writers.items():
+            row, seconds = timed(writer, frames, sensitive, avatar, fps)
+            rows[name].append(row)
+            encode[name] += seconds
+            if name.startswith("format 1"):
+                read[name] += timed(lambda: (load_video_frames(row["video"]), decode_mask(row["sensitive_mask"])))[1]
+            else:
+                (back, _), seconds = timed(read_anonymized_clip, row)
+                read[name] += seconds
+        public_read += timed(read_anonymized_clip, row, public_only=True)[1]
         data, plain = reference(frames, fps)
         ref_bytes += len(data)
-        err2.append(errors(back, frames, sensitive)), err_ref.append(errors(plain, frames, sensitive))
+        ref_plain_bytes += len(encode_video(storage._pad_even(frames), fps=fps, lossless=False, strip_sei=True))
+        err2.append(errors(back, frames, decode_mask(row["sensitive_mask"])))
+        err_ref.append(errors(plain, frames, decode_mask(row["sensitive_mask"])))
     f1 = {"video": video_feature(), "sensitive_mask": mask_feature(), "avatar_mask": mask_feature()}
     f2 = {**storage_features(), "avatar_mask": mask_feature()}
-    b1, b2 = saved_bytes(rows1, f1) / n, saved_bytes(rows2, f2) / n
     ref = ref_bytes / n
-    parts = {
-        k: sum(len(r[k]["bytes"] if k in ("video", "avatar_layer") else r[k]["packed"]) for r in rows2) / n
-        for k in ("video", "avatar_layer", "sensitive_mask", "avatar_mask")
-    }
     public = np.mean([(~c[2]).mean() for c in clips])
     shapes = sorted({f"{c[1].shape[0]}x{c[1].shape[2]}x{c[1].shape[1]}" for c in clips})
     print(f"\n## {title}: {n} clips ({', '.join(shapes)} frames x W x H), {public:.1%} of pixels public")
-    print(f"{'':34} | {'KB/clip':>8} | {'x lossy crf 18':>14} | {'encode ms':>9} | {'read ms':>8}")
-    print(f"{'reference: frames lossy crf 18':34} | {ref / 1e3:8.1f} | {1:14.2f} | {'':>9} | {'':>8}")
     print(
-        f"{'format 1 (lossless), saved':34} | {b1 / 1e3:8.1f} | {b1 / ref:14.2f} | {1e3 * enc1 / n:9.1f} | {1e3 * dec1 / n:8.1f}"
+        f"{'':42} | {'KB/clip':>8} | {'x lossy crf 18':>14} | {'encode ms':>9} | {'read ms':>8} | "
+        + " | ".join(f"{c:>14}" for c in STORED_COLUMNS)
     )
+    print(f"{'reference: frames lossy crf 18':42} | {ref / 1e3:8.1f} | {1:14.2f} |")
     print(
-        f"{'format 2 (composite+layer), saved':34} | {b2 / 1e3:8.1f} | {b2 / ref:14.2f} | {1e3 * enc2 / n:9.1f} | {1e3 * dec2 / n:8.1f}"
+        f"{'reference without its SEI string':42} | {ref_plain_bytes / n / 1e3:8.1f} | {ref_plain_bytes / ref_bytes:14.2f} |"
     )
-    print(f"{'format 2, public view (layer only)':34} | {'':>8} | {'':>14} | {'':>9} | {1e3 * pub2 / n:8.1f}")
-    core = parts["video"] + parts["avatar_layer"] + parts["sensitive_mask"]
+    for name in writers:
+        saved = saved_bytes(rows[name], f1 if name.startswith("format 1") else f2) / n
+        parts = [
+            sum(column_bytes(r, c) for r in rows[name]) / n / ref if c in rows[name][0] else 0 for c in STORED_COLUMNS
+        ]
+        print(
+            f"{name + ', saved':42} | {saved / 1e3:8.1f} | {saved / ref:14.2f} | {1e3 * encode[name] / n:9.1f} | "
+            f"{1e3 * read[name] / n:8.1f} | " + " | ".join(f"{share:13.3f}x" for share in parts)
+        )
     print(
-        f"format 2 vs format 1: {b1 / b2:.1f}x smaller, encode {enc2 / enc1:.2f}x, read {dec2 / dec1:.2f}x the time; "
-        f"format 2 parts per clip (KB): "
-        + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in parts.items())
-        + f"; video + layer + sensitive_mask alone: {core / ref:.2f}x"
+        f"{'format 2 now, public view (layer only)':42} | {'':>8} | {'':>14} | {'':>9} | {1e3 * public_read / n:8.1f} |"
     )
-    collator_difference(rows1, rows2)
+    before, now = rows["format 2 before (exact masks, SEI)"], rows["format 2 now"]
     print(
-        f"{'error vs anonymized frames':34} | {'public MAE':>10} | {'PSNR':>5} | {'edge MAE':>8} | {'PSNR':>5} | {'sensitive MAE':>13} | {'PSNR':>5}"
+        f"format 2 now vs before: encode {encode['format 2 now'] / encode['format 2 before (exact masks, SEI)']:.2f}x, "
+        f"read {read['format 2 now'] / read['format 2 before (exact masks, SEI)']:.2f}x the time; "
+        f"dataset files other than the columns: {(saved - sum(parts) * ref) / 1e3:.2f} KB per clip"
     )
-    for label, errs in (("format 2 read back", err2), ("reference lossy crf 18", err_ref)):
+    model_public(before, now)
+    collator_difference(rows["format 1 (lossless)"], now)
+    print(
+        f"{'error vs anonymized frames (now)':34} | {'public MAE':>10} | {'PSNR':>5} | {'edge MAE':>8} | {'PSNR':>5} | {'sensitive MAE':>13} | {'PSNR':>5}"
+    )
+    for label, errs in (("format 2 now, read back", err2), ("reference lossy crf 18", err_ref)):
         cells = []
         for key in ("public", "edge", "sensitive"):
             mae = np.mean([e[key][0] for e in errs])
             psnr = np.mean([e[key][1] for e in errs if np.isfinite(e[key][1])])
             cells.append(f"{mae:>{13 if key == 'sensitive' else (10 if key == 'public' else 8)}.2f} | {psnr:5.1f}")
         print(f"{label:34} | " + " | ".join(cells))
+
+
+def model_public(before, now) -> None:
+    """The share of public pixels the model sees (`VideoClipCollator`, 8 frames at 112 px) with the
+    stored mask rounded out, against the exact mask."""
+    from hf_maskdp.training.collator import VideoClipCollator
+
+    collator = VideoClipCollator(num_frames=8, image_size=112)
+    counts = [sum(float((~collator([r])["sensitive_mask"].bool()).sum()) for r in rows) for rows in (before, now)]
+    if counts[0]:
+        print(
+            f"public pixels at the model's input with the stored mask: {counts[1] / counts[0]:.3f} of the exact mask's"
+        )
 
 
 def collator_difference(rows1, rows2) -> None:
@@ -218,47 +287,55 @@ def layer_design(edge_fill_radius=None, x264_params=None):
 def sweep(title, clips) -> None:
     print(f"\n## Quality knobs and layer design, {title} (stored bytes = videos + both masks, not the dataset files)")
     print(
-        f"{'setting':48} | {'x lossy crf 18':>14} | {'encode ms':>9} | {'public PSNR':>11} | {'edge PSNR':>9} | {'sens. PSNR':>10}"
+        f"{'setting':48} | {'x lossy crf 18':>14} | {'encode ms':>9} | {'public kept':>11} | {'public PSNR':>11} | "
+        f"{'edge PSNR':>9} | {'sens. PSNR':>10}"
     )
-    ref, ref_errs = 0, []
-    for _, frames, sensitive, _, fps in clips:
-        data, plain = reference(frames, fps)
-        ref += len(data)
-        ref_errs.append(errors(plain, frames, sensitive))
-    psnr = {k: np.mean([e[k][1] for e in ref_errs if np.isfinite(e[k][1])]) for k in ("public", "edge", "sensitive")}
-    print(
-        f"{'reference: frames lossy crf 18, veryfast':48} | {1:14.2f} | {'':>9} | {psnr['public']:11.1f} | "
-        f"{psnr['edge']:9.1f} | {psnr['sensitive']:10.1f}"
-    )
+    ref = sum(len(reference(frames, fps)[0]) for _, frames, _, _, fps in clips)
     cases = [
-        ("crf 18, layer crf 23, veryfast (default)", {}, {}),
-        ("crf 18, layer crf 18", {"layer_crf": 18}, {}),
-        ("crf 18, layer crf 26", {"layer_crf": 26}, {}),
-        ("crf 18, layer crf 23, medium", {"preset": "medium"}, {}),
+        ("crf 18, layer crf 23, mask block 2 (default)", {}, {}),
+        ("mask block 1 (exact)", {"mask_block": 1}, {}),
+        ("mask block 4", {"mask_block": 4}, {}),
+        ("layer crf 18", {"layer_crf": 18}, {}),
+        ("layer crf 26", {"layer_crf": 26}, {}),
+        ("layer crf 26, mask block 1", {"layer_crf": 26, "mask_block": 1}, {}),
+        ("layer crf 26, mask block 4", {"layer_crf": 26, "mask_block": 4}, {}),
+        ("preset medium", {"preset": "medium"}, {}),
         ("crf 23, layer crf 23", {"crf": 23}, {}),
         ("layer: grey fill, no edge fill", {}, {"edge_fill_radius": 0}),
         ("layer: edge fill radius 4", {}, {"edge_fill_radius": 4}),
         ("layer: with mbtree (not a function of its input)", {}, {"x264_params": "mbtree=1"}),
     ]
+    reference_errors = []
     for label, quality, design in cases:
-        total, seconds, errs = 0, 0.0, []
+        total, seconds, errs, kept = 0, 0.0, [], []
         with layer_design(**design):
             for _, frames, sensitive, avatar, fps in clips:
                 row, t = timed(format2_row, frames, sensitive, avatar, fps, repeat=1, **quality)
-                total += sum(len(row[k]["bytes"]) for k in ("video", "avatar_layer"))
-                total += len(row["sensitive_mask"]["packed"]) + len(row["avatar_mask"]["packed"])
+                total += sum(column_bytes(row, c) for c in STORED_COLUMNS)
                 seconds += t
-                errs.append(errors(read_anonymized_clip(row)[0], frames, sensitive))
-        psnr = {k: np.mean([e[k][1] for e in errs if np.isfinite(e[k][1])]) for k in ("public", "edge", "sensitive")}
-        print(
-            f"{label:48} | {total / ref:14.2f} | {1e3 * seconds / len(clips):9.1f} | {psnr['public']:11.1f} | "
-            f"{psnr['edge']:9.1f} | {psnr['sensitive']:10.1f}"
-        )
+                stored = decode_mask(row["sensitive_mask"])
+                errs.append(errors(read_anonymized_clip(row)[0], frames, stored))
+                if not quality and not design:  # the default: the reference's errors on the same pixels
+                    reference_errors.append(errors(reference(frames, fps)[1], frames, stored))
+                if (~sensitive).any():
+                    kept.append((~stored).sum() / (~sensitive).sum())
+        if label.endswith("(default)"):
+            print_psnr("reference: frames lossy crf 18, veryfast", 1, None, None, reference_errors)
+        print_psnr(label, total / ref, 1e3 * seconds / len(clips), np.mean(kept) if kept else 1.0, errs)
+
+
+def print_psnr(label, ratio, ms, kept, errs) -> None:
+    psnr = {k: np.mean([e[k][1] for e in errs if np.isfinite(e[k][1])]) for k in ("public", "edge", "sensitive")}
+    ms, kept = ("" if ms is None else f"{ms:.1f}"), ("" if kept is None else f"{kept:.2f}")
+    print(
+        f"{label:48} | {ratio:14.2f} | {ms:>9} | {kept:>11} | {psnr['public']:11.1f} | {psnr['edge']:9.1f} | "
+        f"{psnr['sensitive']:10.1f}"
+    )
 
 
 def picture(clip, path: str) -> None:
     """An avatar edge, 4x enlarged: anonymized frame | format 2 read back with a grey layer fill |
-    with the edge fill (default) | |error| x 4 of the default (sensitive pixels black)."""
+    with the edge fill (default) | |error| x 4 of the default (pixels the stored mask marks sensitive black)."""
     import cv2
     from scipy import ndimage
 
@@ -273,7 +350,8 @@ def picture(clip, path: str) -> None:
     crop = (slice(y0, y0 + size), slice(x0, x0 + size))
     with layer_design(edge_fill_radius=0):
         grey = read_anonymized_clip(encode_anonymized_clip(frames, sensitive, fps=fps))[0][t]
-    default = read_anonymized_clip(encode_anonymized_clip(frames, sensitive, fps=fps))[0][t]
+    default, stored = read_anonymized_clip(encode_anonymized_clip(frames, sensitive, fps=fps))
+    default, public = default[t], ~stored[t]  # the pixels read from the layer
     diff = np.where(public[..., None], np.clip(4 * np.abs(default.astype(int) - frames[t]), 0, 255), 0).astype(np.uint8)
     panels = []
     for image, text in (
@@ -299,12 +377,15 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; times are the best of 3 runs per clip")
     real = anonymize(real_clips())
+    footage = anonymize(footage_clips())
     embedded = anonymize(embedded_clips(args.embedded_clips))
     bench_group("embedded action dataset (hf_maskdp.data)", embedded)
     bench_group("real photos (astronaut pan/zoom)", real)
+    bench_group("real footage (tests/data)", footage)
     if not args.no_sweep:
         sweep("embedded", embedded)
         sweep("real photos", real)
+        sweep("real footage", footage)
     picture(max(real, key=lambda clip: (~clip[2]).mean()), args.picture)
 
 

@@ -18,6 +18,7 @@ import datasets  # noqa: E402
 
 from hf_maskdp.anonymize.inpaint import person_region  # noqa: E402
 from hf_maskdp.anonymize.pipeline import AnonymizationError, AnonymizerConfig, AvatarAnonymizer  # noqa: E402
+from hf_maskdp.storage import AVATAR_MASK_BLOCK, DEFAULT_MASK_BLOCK, cover_blocks  # noqa: E402
 from hf_maskdp.video import decode_mask, encode_video, load_video_frames  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -303,7 +304,7 @@ def test_avatar_not_covering_its_person_is_a_poor_fit(astronaut_result):
 # ----------------------------------------------------------------------------- datasets.map
 
 
-def test_map_writes_the_storage_columns_and_exact_masks(anonymizer, astronaut_mp4, astronaut_result, tmp_path):
+def test_map_writes_the_storage_columns_and_masks(anonymizer, astronaut_mp4, astronaut_result, tmp_path):
     import json
 
     from hf_maskdp import __version__, encode_anonymized_clip, read_anonymized_clip
@@ -319,9 +320,11 @@ def test_map_writes_the_storage_columns_and_exact_masks(anonymizer, astronaut_mp
     stored = encode_anonymized_clip(result.frames, result.sensitive_mask, fps=result.fps)
     assert row["avatar_layer"]["bytes"] == stored["avatar_layer"]["bytes"]  # what the function writes, no other copy
     frames, mask = read_anonymized_clip(row)
-    np.testing.assert_array_equal(mask, result.sensitive_mask)
+    np.testing.assert_array_equal(mask, cover_blocks(result.sensitive_mask, DEFAULT_MASK_BLOCK))  # rounded out
     assert np.abs(frames.astype(int) - result.frames).mean() < 3  # lossy (crf 18), close
-    np.testing.assert_array_equal(decode_mask(row["avatar_mask"]), result.avatar_mask)
+    avatar = decode_mask(row["avatar_mask"])
+    np.testing.assert_array_equal(avatar, cover_blocks(result.avatar_mask, AVATAR_MASK_BLOCK))
+    assert not (~mask & ~avatar).any() and 0.9 < (~mask).sum() / (~result.sensitive_mask).sum() < 1
     # provenance: who made the row and the invariant it keeps, which the loader then checks on every row
     provenance = json.loads(row["provenance"])
     assert provenance["invariant"] == "public ⊆ avatar" and provenance["version"] == __version__
@@ -331,6 +334,8 @@ def test_map_writes_the_storage_columns_and_exact_masks(anonymizer, astronaut_mp
     assert len(load_anonymized_dataset(str(tmp_path / "anon"))) == 1
     coarse = AvatarAnonymizer(anonymizer.config, crf=30, preset="ultrafast")._row(result)
     assert len(coarse["video"]["bytes"]) < len(row["video"]["bytes"])  # the quality knobs reach the encoder
+    exact = AvatarAnonymizer(anonymizer.config, mask_block=1)._row(result)
+    np.testing.assert_array_equal(decode_mask(exact["sensitive_mask"]), result.sensitive_mask)
 
 
 _NUM_PROC_SCRIPT = """

@@ -81,7 +81,7 @@ def _clips(n: int = 3, seed: int = 0, lossless: bool = False):
     stored = [
         {"video": {"path": f"clip{i}.mp4", "bytes": encode_video(frames[i])}, "sensitive_mask": encode_mask(masks[i])}
         if lossless
-        else encode_anonymized_clip(frames[i], masks[i])
+        else encode_anonymized_clip(frames[i], masks[i], mask_block=1)  # exact, so the tests can compare masks
         for i in range(n)
     ]
     rows = [
@@ -283,6 +283,16 @@ def test_private_push_into_an_existing_public_repo_is_refused(hub):
     with pytest.raises(ValueError, match="already exists and is PUBLIC"):
         push_anonymized_dataset(dataset, repo_id, token=ALICE)
     assert hub.repo(repo_id, "dataset").commits[hub.repo(repo_id, "dataset").main].keys() == {".gitattributes"}
+
+
+def test_card_states_how_the_mask_was_rounded():
+    from hf_maskdp.hub import dataset_card
+
+    summary = {"clips": 2, "frames": 8, "splits": {"train": 2}, "storage_formats": {2: 2}}
+    rounded = "`sensitive_mask` is rounded out to 2x2-pixel tiles"
+    assert rounded in dataset_card("a/b", {**ANONYMIZER, "mask_block": 2}, summary).content
+    for info in ({**ANONYMIZER, "mask_block": 1}, ANONYMIZER):  # exact, or written before mask_block existed
+        assert "rounded out" not in dataset_card("a/b", info, summary).content
 
 
 @pytest.mark.parametrize("lossless", [False, True], ids=["format-2", "format-1-lossless"])

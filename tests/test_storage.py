@@ -1,5 +1,6 @@
 """Storage format of anonymized rows: a lossy composite, a lossy avatar layer that never saw a real
-pixel, the exact mask; public pixels read back are a function of public inputs only."""
+pixel, the mask (rounded out to blocks, never fewer sensitive pixels); public pixels read back are a
+function of public inputs only."""
 
 import io
 
@@ -12,10 +13,13 @@ from scipy import ndimage
 
 import hf_maskdp
 from hf_maskdp.storage import (
+    DEFAULT_MASK_BLOCK,
     LAYER_FILL,
+    LAYER_X264_PARAMS,
     STORAGE_FORMAT,
     _pad_even,
     avatar_layer,
+    cover_blocks,
     encode_anonymized_clip,
     read_anonymized_clip,
 )
@@ -44,27 +48,31 @@ def _avatar_mask(shape):
     seed=st.integers(0, 2**31 - 1),
     shape=st.tuples(st.integers(1, 4), st.integers(1, 40), st.integers(1, 40)),
     density=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]),
+    block=st.sampled_from([1, 2, 3]),
 )
-def test_public_pixels_read_back_do_not_depend_on_sensitive_pixels(seed, shape, density):
+def test_public_pixels_read_back_do_not_depend_on_sensitive_pixels(seed, shape, density, block):
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     mask = rng.random(shape) < density
-    other = frames.copy()
-    other[mask] = rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)  # differ on sensitive pixels only
-    a, b = encode_anonymized_clip(frames, mask), encode_anonymized_clip(other, mask)
+    stored = cover_blocks(mask, block)  # the mask the row keeps: a superset
+    assert stored[mask].all()
+    other = frames.copy()  # differ on pixels sensitive in the stored mask only (the layer may read no other)
+    other[stored] = rng.integers(0, 256, (int(stored.sum()), 3), dtype=np.uint8)
+    a, b = encode_anonymized_clip(frames, mask, mask_block=block), encode_anonymized_clip(other, mask, mask_block=block)
     assert a["avatar_layer"]["bytes"] == b["avatar_layer"]["bytes"]  # the layer's encoder saw the same input
     frames_a, mask_a = read_anonymized_clip(a)
     frames_b, mask_b = read_anonymized_clip(b)
     assert frames_a.shape == frames_b.shape == (*shape, 3) and frames_a.dtype == np.uint8
-    np.testing.assert_array_equal(mask_a, mask)
-    np.testing.assert_array_equal(mask_b, mask)
-    np.testing.assert_array_equal(frames_a[~mask], frames_b[~mask])  # bit-identical public pixels
+    np.testing.assert_array_equal(mask_a, stored)
+    np.testing.assert_array_equal(mask_b, stored)
+    np.testing.assert_array_equal(frames_a[~stored], frames_b[~stored])  # bit-identical public pixels
 
 
 def test_public_pixels_never_come_from_the_composite():
     shape = (6, 32, 48)
-    frames, mask = _smooth_clip(shape), _avatar_mask(shape)
-    row = encode_anonymized_clip(frames, mask)
+    frames = _smooth_clip(shape)
+    row = encode_anonymized_clip(frames, _avatar_mask(shape))
+    mask = decode_mask(row["sensitive_mask"])  # the stored one, what readers use
     noise = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
     swapped = {**row, "video": {"path": None, "bytes": encode_video(noise, lossless=False)}}
     honest, _ = read_anonymized_clip(row)
@@ -93,7 +101,8 @@ def test_round_trip_is_close_lossy_h264_and_keeps_shape(shape):
             assert float(stream.average_rate) == 12.5
     back, back_mask = hf_maskdp.read_anonymized_clip(row)
     assert back.shape == frames.shape and back.dtype == np.uint8
-    np.testing.assert_array_equal(back_mask, mask)
+    np.testing.assert_array_equal(back_mask, cover_blocks(mask, DEFAULT_MASK_BLOCK))
+    mask = back_mask
     # as close as one ordinary lossy encoding of the frames at the stream's crf (18, the layer 23), but at avatar edges
     error = np.abs(back.astype(int) - frames)
     plain = {
@@ -196,4 +205,47 @@ def test_rows_survive_a_saved_dataset(tmp_path):
     loaded = datasets.load_from_disk(str(tmp_path / "ds"))[0]
     for expected, got in zip(read_anonymized_clip(row), read_anonymized_clip(loaded)):
         np.testing.assert_array_equal(got, expected)
-    np.testing.assert_array_equal(decode_mask(loaded["sensitive_mask"]), mask)
+    np.testing.assert_array_equal(decode_mask(loaded["sensitive_mask"]), cover_blocks(mask, DEFAULT_MASK_BLOCK))
+
+
+def test_mask_block_rounds_the_mask_out_never_in():
+    mask = np.zeros((2, 5, 7), bool)
+    mask[0, 0, 0] = mask[0, 4, 6] = mask[1, 3, 2] = True
+    tiles = cover_blocks(mask, 2)
+    expected = np.zeros_like(mask)
+    expected[0, :2, :2] = expected[0, 4:, 6:] = expected[1, 2:4, 2:4] = True  # partial tiles at the edges too
+    np.testing.assert_array_equal(tiles, expected)
+    assert cover_blocks(mask, 1) is mask and cover_blocks(mask, 8).all(axis=(1, 2)).all()
+    shape = (4, 32, 48)
+    frames = _smooth_clip(shape)
+    exact = encode_anonymized_clip(frames, _avatar_mask(shape), mask_block=1)
+    np.testing.assert_array_equal(decode_mask(exact["sensitive_mask"]), _avatar_mask(shape))
+    blocky = encode_anonymized_clip(frames, _avatar_mask(shape), mask_block=4)
+    assert len(blocky["sensitive_mask"]["packed"]) < len(exact["sensitive_mask"]["packed"]) / 2
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match=r"mask_block=.*: choose an integer in \[1, 64\]"):
+            encode_anonymized_clip(frames, _avatar_mask(shape), mask_block=bad)
+    with pytest.raises(ValueError, match=r"mask_block=0"):
+        hf_maskdp.AnonymizerConfig(mask_block=0)
+
+
+def test_videos_carry_no_x264_settings_string_and_older_rows_still_read():
+    shape = (4, 32, 48)
+    frames, mask = _smooth_clip(shape), _avatar_mask(shape)
+    row = encode_anonymized_clip(frames, mask, mask_block=1)
+    assert all(b"x264 - core" not in row[column]["bytes"] for column in ("video", "avatar_layer"))
+    # a format-2 row as written before (x264's SEI kept, exact mask): same columns, read the same way
+    options = {"lossless": False, "preset": "veryfast"}
+    older = {
+        **row,
+        "video": {"path": None, "bytes": encode_video(_pad_even(frames), crf=18, **options)},
+        "avatar_layer": {
+            "path": None,
+            "bytes": encode_video(
+                _pad_even(avatar_layer(frames, mask)), crf=23, x264_params=LAYER_X264_PARAMS, **options
+            ),
+        },
+    }
+    assert b"x264 - core" in older["avatar_layer"]["bytes"]
+    for got, expected in zip(read_anonymized_clip(older), read_anonymized_clip(row)):
+        np.testing.assert_array_equal(got, expected)  # SEI is metadata: the same pixels decode

@@ -6,9 +6,10 @@
 
 Output columns: the anonymized clip replaces the input's video column (`video_column`, "video"
 by default), with `avatar_layer`, `sensitive_mask` and `storage_format` as
-`hf_maskdp.encode_anonymized_clip` writes them (lossy H.264 at `crf`, `layer_crf`, `preset`; read
-them back with `hf_maskdp.read_anonymized_clip`), plus `avatar_mask`
-(`hf_maskdp.video.encode_mask`), `anonymization` (status), `num_people` and `provenance` (package
+`hf_maskdp.encode_anonymized_clip` writes them (lossy H.264 at `crf`, `layer_crf`, `preset`, the
+mask rounded out to `mask_block` tiles; read them back with `hf_maskdp.read_anonymized_clip`),
+plus `avatar_mask` (`hf_maskdp.video.encode_mask`, rounded out to 16x16 tiles,
+`storage.AVATAR_MASK_BLOCK`: it only vouches for the mask), `anonymization` (status), `num_people` and `provenance` (package
 version, this config and the invariant `public ⊆ avatar` it guarantees, which the loader and the
 trainer check: `hf_maskdp.privacy.mask_checks`); the input's other columns pass through.
 `sensitive_mask` is False only on pixels fully covered by an avatar,
@@ -47,13 +48,16 @@ import numpy as np
 
 from hf_maskdp.privacy.mask_checks import PROVENANCE_COLUMN, anonymizer_provenance
 from hf_maskdp.storage import (
+    AVATAR_MASK_BLOCK,
     DEFAULT_CRF,
     DEFAULT_LAYER_CRF,
+    DEFAULT_MASK_BLOCK,
     DEFAULT_PRESET,
     FORMAT_COLUMN,
     LAYER_COLUMN,
     STORAGE_FORMAT,
     check_quality,
+    cover_blocks,
     encode_anonymized_clip,
     storage_features,
 )
@@ -100,6 +104,7 @@ class AnonymizerConfig:
     crf: int = DEFAULT_CRF  # H.264 quality of the stored composite, what people watch (lower = better, larger)
     layer_crf: int = DEFAULT_LAYER_CRF  # H.264 quality of the avatar layer, where public pixels are read from
     preset: str = DEFAULT_PRESET  # x264 preset of both: slower presets give smaller files for the same quality
+    mask_block: int = DEFAULT_MASK_BLOCK  # sensitive_mask stored rounded out to blocks this big (1: exact)
 
     def __post_init__(self):
         from hf_maskdp.anonymize.body import BODY_MODELS
@@ -125,7 +130,7 @@ class AnonymizerConfig:
             raise ValueError(f"min_fit_coverage={self.min_fit_coverage}: a fraction in [0, 1]")
         if self.max_resolution is not None and self.max_resolution < 16:
             raise ValueError(f"max_resolution={self.max_resolution} is too small; use >= 16 or None")
-        check_quality(self.crf, self.preset, self.layer_crf)
+        check_quality(self.crf, self.preset, self.layer_crf, self.mask_block)
         self._check_smplh()
         self._check_refiner()
 
@@ -284,8 +289,9 @@ class AvatarAnonymizer:
                 crf=self.config.crf,
                 layer_crf=self.config.layer_crf,
                 preset=self.config.preset,
+                mask_block=self.config.mask_block,
             ),
-            "avatar_mask": encode_mask(result.avatar_mask),
+            "avatar_mask": encode_mask(cover_blocks(result.avatar_mask, AVATAR_MASK_BLOCK)),
             "anonymization": result.status,
             "num_people": result.num_people,
             PROVENANCE_COLUMN: self._provenance(),

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from hf_maskdp.storage import DEFAULT_CRF, DEFAULT_LAYER_CRF, DEFAULT_PRESET
+from hf_maskdp.storage import DEFAULT_CRF, DEFAULT_LAYER_CRF, DEFAULT_MASK_BLOCK, DEFAULT_PRESET
 
 
 def register(subparsers) -> None:
@@ -80,6 +80,12 @@ def register(subparsers) -> None:
         type=int,
         default=DEFAULT_LAYER_CRF,
         help=f"H.264 quality of the stored avatar layer (default {DEFAULT_LAYER_CRF})",
+    )
+    parser.add_argument(
+        "--mask-block",
+        type=int,
+        default=DEFAULT_MASK_BLOCK,
+        help=f"store sensitive_mask rounded out to blocks of this many pixels, 1 = exact (default {DEFAULT_MASK_BLOCK})",
     )
     parser.add_argument(
         "--preset", default=DEFAULT_PRESET, help=f"x264 preset of the stored videos (default {DEFAULT_PRESET})"
@@ -236,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
         crf=args.crf,
         layer_crf=args.layer_crf,
         preset=args.preset,
+        mask_block=args.mask_block,
     )
     if args.tasks is not None:
         from hf_maskdp.anonymize.sharded import run_from_args
