@@ -558,6 +558,9 @@ class MaskDPTrainer(Trainer):
 
     def _private_gradient(self, indices: list[int], params, batches: list[dict] | None = None) -> torch.Tensor:
         """G_priv, flat: clipped per-example gradients on full clips, noise once, / (q N)."""
+        kept = self._audit_private_indices(indices)
+        if kept != indices:  # the loader's batches hold the removed records: collate again
+            indices, batches = kept, None
         total = torch.zeros(sum(p.numel() for p in params), device=self.args.device)
         views = [t.view_as(p) for t, p in zip(total.split([p.numel() for p in params]), params)]
         self._per_sample.enable_hooks()
@@ -570,12 +573,27 @@ class MaskDPTrainer(Trainer):
             self._per_sample.disable_hooks()
         return mechanism.privatize(
             total,
-            self.noise_multiplier,
+            self._audit_noise_multiplier(),
             self.args.per_sample_clip_norm,
             expected_batch_size=self.args.private_batch_size,
             generator=self._noise_generator,
             add_noise=self.args.process_index == 0,
         )
+
+    # ------------------------------------------------------------------ audit hooks
+    # Extension points for the empirical privacy audit (`hf_maskdp.training.audit`), which subclasses
+    # the trainer to run a counterfactual dataset or a deliberately broken variant. Training never
+    # overrides them; an override voids the accounting.
+
+    def _audit_private_indices(self, indices: list[int]) -> list[int]:
+        """The drawn records whose gradients enter this step's private sum (all of them). The audit
+        drops its canary to run the adjacent dataset in which the canary's sensitive content is ⊥."""
+        return indices
+
+    def _audit_noise_multiplier(self) -> float:
+        """σ of this step's noise (the accounted `noise_multiplier`). The audit's "no_noise" variant
+        returns 0 while the accountant still states σ: a bug the audit must catch."""
+        return self.noise_multiplier
 
     def _mean_gradient(
         self, indices: list[int], params, public: bool, batches: list[dict] | None = None
