@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from hf_maskdp.constants import STATUS_NO_PERSON, STATUS_OK
 from hf_maskdp.privacy.mask_checks import PROVENANCE_COLUMN, anonymizer_provenance
 from hf_maskdp.storage import (
     DEFAULT_CRF,
@@ -59,7 +60,6 @@ from hf_maskdp.storage import (
 )
 from hf_maskdp.video import encode_mask, load_video_frames, mask_feature, video_fps
 
-STATUS_OK, STATUS_NO_PERSON = "ok", "no_person"
 ERROR_POLICIES = ("withhold", "keep", "raise")
 _models_pid: int | None = None  # the process that built mediapipe / EGL models (see _check_not_forked)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-STATUS_RESIDUAL = "residual_person"
+from hf_maskdp.constants import STATUS_RESIDUAL
 
 
 @dataclass

@@ -30,14 +30,15 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils import logging
 
+from ..constants import PRIVACY_RECORD_FILE
 from ..privacy import mechanism
 from ..privacy.mask_checks import check_masks
 from ..privacy.masks import has_public_content, token_mask
+from ..privacy.record import PrivacyRecord
 from ..privacy.sampling import PoissonBatchSampler, ShuffledBatchSampler, make_generator, shard
 from .collator import check_labels
 from .config import MaskDPConfig
 
-PRIVACY_RECORD_NAME = "maskdp_privacy.json"
 PRIVACY_STATE_NAME = "maskdp_state.json"  # in every checkpoint: what a resumed run must continue
 # The settings a resumed run must share with its checkpoint: they fix q, sigma and the mechanism.
 PRIVACY_CONFIG_FIELDS = (
@@ -192,30 +193,30 @@ class MaskDPTrainer(Trainer):
         return eps, args.target_delta
 
     def privacy_record(self) -> dict:
-        """What the run guarantees, as saved in `maskdp_privacy.json` and `model.config.maskdp`."""
+        """What the run guarantees: a `PrivacyRecord`, as a dict (`maskdp_privacy.json`, `model.config.maskdp`)."""
         args = self.args
         eps, delta = self.privacy_spent()
         steps = self.state.global_step
-        return {
-            "privacy_mode": args.privacy_mode,
-            "epsilon": None if args.privacy_mode == "none" else eps,
-            "delta": None if args.privacy_mode == "none" else delta,
-            "accountant": args.accountant if args.is_private else None,
-            "noise_multiplier": self.noise_multiplier if args.is_private else None,
-            "per_sample_clip_norm": args.per_sample_clip_norm if args.is_private else None,
-            "sample_rate": self.sample_rate,
-            "steps": steps,
-            "epochs": steps * self.sample_rate if self.sample_rate else self.state.epoch,
-            "public_view": args.public_view if args.uses_public_branch else None,
-            "mask_column": args.mask_column if args.privacy_mode != "none" else None,
+        return PrivacyRecord(
+            privacy_mode=args.privacy_mode,
+            epsilon=None if args.privacy_mode == "none" else eps,
+            delta=None if args.privacy_mode == "none" else delta,
+            accountant=args.accountant if args.is_private else None,
+            noise_multiplier=self.noise_multiplier if args.is_private else None,
+            per_sample_clip_norm=args.per_sample_clip_norm if args.is_private else None,
+            sample_rate=self.sample_rate,
+            steps=steps,
+            epochs=steps * self.sample_rate if self.sample_rate else self.state.epoch,
+            public_view=args.public_view if args.uses_public_branch else None,
+            mask_column=args.mask_column if args.privacy_mode != "none" else None,
             # q = private_batch_size / private_records: the records with sensitive content (maskdp) or all
             # rows (dpsgd); training_rows also counts the rows without any, which feed only the public branch.
-            "training_rows": len(self.train_dataset) if self.train_dataset is not None else None,
-            "private_records": self._private_records if args.is_private else None,
-            "world_size": args.world_size,
-            "trust_masks": args.trust_masks if args.uses_public_branch else None,
-            "fully_public_records": len(self._mask_check.fully_public) if self._mask_check is not None else None,
-        }
+            training_rows=len(self.train_dataset) if self.train_dataset is not None else None,
+            private_records=self._private_records if args.is_private else None,
+            world_size=args.world_size,
+            trust_masks=args.trust_masks if args.uses_public_branch else None,
+            fully_public_records=len(self._mask_check.fully_public) if self._mask_check is not None else None,
+        ).to_dict()
 
     # ------------------------------------------------------------------ data
 
@@ -672,7 +673,7 @@ class MaskDPTrainer(Trainer):
             self.model.config.maskdp = record
         super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
-            with open(os.path.join(output_dir, PRIVACY_RECORD_NAME), "w", encoding="utf-8") as f:
+            with open(os.path.join(output_dir, PRIVACY_RECORD_FILE), "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=2)
 
     def create_model_card(self, *args, **kwargs) -> None:
