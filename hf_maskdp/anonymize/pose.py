@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hf_maskdp.anonymize.errors import ClipError
+
 NUM_LANDMARKS = 33  # BlazePose topology (mediapipe `PoseLandmark`)
 
 _MEDIAPIPE_HELP = (
@@ -299,7 +301,7 @@ class GivenPose:
 
     def __call__(self, frames: np.ndarray, row: dict | None = None) -> list[PoseTrack]:
         if row is None or row.get(self.column) is None:
-            raise ValueError(
+            raise ClipError(
                 f"pose_source='given' reads poses from column {self.column!r}, but this row has none; "
                 "add the column or use pose_source='mediapipe'."
             )
@@ -310,11 +312,14 @@ class GivenPose:
     def _track(self, person: Any, shape: tuple[int, int, int]) -> PoseTrack:
         num_frames, height, width = shape
         if not isinstance(person, dict) or "keypoints_2d" not in person or "keypoints_3d" not in person:
-            raise ValueError(f"column {self.column!r}: each person needs 'keypoints_2d' and 'keypoints_3d' arrays")
-        k2 = np.asarray(person["keypoints_2d"], np.float32)
-        k3 = np.asarray(person["keypoints_3d"], np.float32)
+            raise ClipError(f"column {self.column!r}: each person needs 'keypoints_2d' and 'keypoints_3d' arrays")
+        try:
+            k2 = np.asarray(person["keypoints_2d"], np.float32)
+            k3 = np.asarray(person["keypoints_3d"], np.float32)
+        except (TypeError, ValueError) as err:
+            raise ClipError(f"column {self.column!r}: keypoints are not numeric arrays ({err})") from err
         if k2.shape != (num_frames, NUM_LANDMARKS, 2) or k3.shape != (num_frames, NUM_LANDMARKS, 3):
-            raise ValueError(
+            raise ClipError(
                 f"column {self.column!r}: expected keypoints_2d {(num_frames, NUM_LANDMARKS, 2)} and keypoints_3d "
                 f"{(num_frames, NUM_LANDMARKS, 3)} for this {num_frames}-frame clip, got {k2.shape} and {k3.shape}"
             )
@@ -329,7 +334,7 @@ class GivenPose:
         if mask is not None:
             mask = np.asarray(mask, np.float32)
             if mask.shape != (num_frames, height, width):
-                raise ValueError(f"column {self.column!r}: person_mask has shape {mask.shape}, expected {shape}")
+                raise ClipError(f"column {self.column!r}: person_mask has shape {mask.shape}, expected {shape}")
         return PoseTrack(k2.copy(), k3.copy(), visibility, detected, detected.copy(), mask)
 
 

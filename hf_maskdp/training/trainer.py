@@ -437,7 +437,7 @@ class MaskDPTrainer(Trainer):
     def _rows(self, indices: list[int]) -> list[dict]:
         return [self.train_dataset[int(i)] for i in indices]
 
-    def _mask_values(self, dataset):
+    def _require_mask_column(self, dataset) -> None:
         column = self.args.mask_column
         if hasattr(dataset, "column_names"):
             if column not in dataset.column_names:
@@ -445,18 +445,15 @@ class MaskDPTrainer(Trainer):
                     f"privacy_mode='maskdp' needs the mask column {column!r}, but the dataset has "
                     f"{dataset.column_names}; anonymize it first (hf-maskdp anonymize) or set mask_column="
                 )
-            return dataset[column]
-        values = [row.get(column) for row in (dataset[i] for i in range(len(dataset)))]
-        if any(v is None for v in values):
+        elif any(dataset[i].get(column) is None for i in range(len(dataset))):
             raise ValueError(f"privacy_mode='maskdp' needs the mask column {column!r} in every row")
-        return values
 
     def _records_with_sensitive_content(self, dataset) -> list[int]:
-        """Records whose mask has any `m = 1` pixel. Masks are public, so this choice leaks nothing;
-        the others have no sensitive content and only feed the public branch."""
-        from ..video import decode_mask
-
-        return [i for i, value in enumerate(self._mask_values(dataset)) if decode_mask(value).any()]
+        """Records whose mask has any `m = 1` pixel, as `check_masks` found them on the packed bits
+        (through Arrow, without the dataset's transform: no mask is decoded). Masks are public, so
+        this choice leaks nothing; the others have no sensitive content and only feed the public branch."""
+        fully_public = set(self._mask_check.fully_public)
+        return [i for i in range(len(dataset)) if i not in fully_public]
 
     def _check_dataset(self, dataset):
         """Fail before training on rows the collator cannot read (withheld clips, missing columns,
@@ -473,7 +470,7 @@ class MaskDPTrainer(Trainer):
                 "(`hf-maskdp train` does this and prints the count)"
             )
         if self.args.privacy_mode == "maskdp":
-            self._mask_values(dataset)
+            self._require_mask_column(dataset)
         # Every row, before the first step: masks vouched for (docs/privacy.md) and of their clip's
         # shape (container headers, no decoding), labels the model can take.
         mask_check = check_masks(
