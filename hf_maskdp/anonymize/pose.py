@@ -7,6 +7,12 @@ dataset that ships its own poses (`GivenPose`) plugs into the same fitting code.
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -31,6 +37,49 @@ def import_mediapipe():
     except ImportError as err:
         raise ImportError(_MEDIAPIPE_HELP) from err
     return mp
+
+
+# mediapipe's C++ (absl) log lines at INFO and WARNING, e.g. "W0000 00:00:17.. 9508 inference_feedback_manager.cc:114]
+# Feedback manager requires ...", 10-30 per clip. absl writes them to fd 2 before any level applies: GLOG_minloglevel,
+# TF_CPP_MIN_LOG_LEVEL and absl-py's verbosity leave them all (measured), and mediapipe exposes no C++ log setting.
+_MEDIAPIPE_NOISE = re.compile(
+    rb"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+\.cc:\d+\]"  # absl/glog INFO and WARNING (E, F are kept)
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|INFO: Created TensorFlow Lite XNNPACK delegate)"
+)
+_quiet = threading.Lock()
+_quiet_state = {"depth": 0, "saved_fd": None, "capture": None}
+
+
+@contextmanager
+def quiet_mediapipe_logs():
+    """While mediapipe works (the pose stage, the residual check), send fd 2 to a temporary file;
+    afterwards write back every line but mediapipe's C++ INFO/WARNING lines (`_MEDIAPIPE_NOISE`).
+    Nothing else is lost: our warnings and other threads' output come out when the stage ends, and
+    progress bars, written between stages, are untouched. Nested and concurrent uses share one window."""
+    state = _quiet_state
+    with _quiet:
+        if state["depth"] == 0:
+            sys.stderr.flush()
+            state["capture"] = tempfile.TemporaryFile()
+            state["saved_fd"] = os.dup(2)
+            os.dup2(state["capture"].fileno(), 2)
+        state["depth"] += 1
+    try:
+        yield
+    finally:
+        with _quiet:
+            state["depth"] -= 1
+            if state["depth"] == 0:
+                sys.stderr.flush()
+                os.dup2(state["saved_fd"], 2)
+                os.close(state["saved_fd"])
+                capture = state["capture"]
+                capture.seek(0)
+                kept = [line for line in capture.read().splitlines(keepends=True) if not _MEDIAPIPE_NOISE.match(line)]
+                capture.close()
+                if kept:
+                    os.write(2, b"".join(kept))
 
 
 @dataclass
@@ -135,6 +184,7 @@ class MediaPipePose:
             ]
         return self._graphs
 
+    @quiet_mediapipe_logs()
     def __call__(self, frames: np.ndarray, row: dict | None = None) -> list[PoseTrack]:
         from hf_maskdp.anonymize.tracking import link_detections
 
@@ -227,6 +277,7 @@ class CropSearch:
             if area >= min_area * segmentation.size
         ]
 
+    @quiet_mediapipe_logs()
     def find(self, frame: np.ndarray, box: np.ndarray, blob: np.ndarray) -> Detection | None:
         """A person in the crop of `frame` around `box` whose landmarks lie mostly on `blob`, or None."""
         import cv2
@@ -258,6 +309,7 @@ class CropSearch:
         grown = cv2.dilate(blob.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
         return person if _inside(person, grown) else None
 
+    @quiet_mediapipe_logs()
     def __call__(
         self, frame: np.ndarray, found: np.ndarray, max_people: int, searched: np.ndarray | None = None
     ) -> list[Detection]:

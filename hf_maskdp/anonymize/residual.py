@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from hf_maskdp.anonymize.pose import quiet_mediapipe_logs
 from hf_maskdp.constants import STATUS_RESIDUAL
 
 
@@ -106,6 +107,7 @@ class ResidualPersonCheck:
             )
         return self._models
 
+    @quiet_mediapipe_logs()
     def evidence(self, frames: np.ndarray, faces: bool = True, hands: bool = True) -> list[Evidence]:
         """Per frame, where the three detectors see a person (hand tracking restarts per call)."""
         segmenter, face_detector, hand_detector = self._graphs()
@@ -160,6 +162,7 @@ class ResidualPersonCheck:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
+    @quiet_mediapipe_logs()
     def check(self, frames: np.ndarray, avatar_mask: np.ndarray, erased: np.ndarray | None = None) -> str | None:
         """None if no frame shows real-person evidence outside the avatars, else a `residual_person: ...` status.
 
