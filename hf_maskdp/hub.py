@@ -408,13 +408,14 @@ def load_anonymized_dataset(
 
 
 def read_privacy_record(output_dir: str | Path) -> dict:
+    """The saved `maskdp_privacy.json` of a model folder, checked (`check_privacy_record`)."""
     path = Path(output_dir) / PRIVACY_RECORD_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: it is written by MaskDPTrainer.save_model; pass privacy_record= explicitly "
             "or save the trained model with the trainer first"
         )
-    return json.loads(path.read_text())
+    return check_privacy_record(json.loads(path.read_text()))
 
 
 def check_privacy_record(record: dict) -> dict:

@@ -84,3 +84,15 @@ def test_cli_choices_are_the_constants():
     assert train["--public-view"] == constants.PUBLIC_VIEWS
     for command in ("epsilon", "calibrate"):
         assert _choices(parser, "privacy", command)["--accountant"] == constants.ACCOUNTANTS
+
+
+def test_a_saved_record_is_checked_when_read(tmp_path):
+    import json
+
+    from hf_maskdp.hub import read_privacy_record
+
+    (tmp_path / constants.PRIVACY_RECORD_FILE).write_text(json.dumps(RECORD))
+    assert read_privacy_record(tmp_path) == RECORD
+    (tmp_path / constants.PRIVACY_RECORD_FILE).write_text(json.dumps({**RECORD, "epsilon": None}))
+    with pytest.raises(ValueError, match="needs a finite epsilon"):
+        read_privacy_record(tmp_path)
