@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import re
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hf_maskdp.constants import PRIVACY_RECORD_FILE
+from hf_maskdp.privacy.record import PrivacyRecord
 from hf_maskdp.storage import FORMAT_COLUMN, LAYER_COLUMN, LOSSLESS_FORMAT, stored_shape_problem
 from hf_maskdp.video import decode_mask, video_shape
 
@@ -27,26 +28,8 @@ logger = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
 DATASET_CARD_TEMPLATE = TEMPLATES / "dataset_card.md"
 MODEL_CARD_TEMPLATE = TEMPLATES / "model_card.md"
-PRIVACY_RECORD_FILE = "maskdp_privacy.json"
 SENSITIVE_MASK = "sensitive_mask"
 MASK_COLUMNS = (SENSITIVE_MASK, "avatar_mask")
-PRIVACY_RECORD_KEYS = (
-    "privacy_mode",
-    "epsilon",
-    "delta",
-    "accountant",
-    "noise_multiplier",
-    "per_sample_clip_norm",
-    "sample_rate",
-    "steps",
-    "epochs",
-    "public_view",
-    "mask_column",
-    "training_rows",
-    "private_records",
-    "world_size",
-)
-PRIVACY_MODES = ("maskdp", "dpsgd", "public_only", "none")
 PUBLIC_WARNING = (
     "Pushing %s as a PUBLIC repo: anonymized clips keep the REAL backgrounds (rooms, objects, "
     "other identifying context); only the people were replaced. Keep it private unless that is intended."
@@ -427,33 +410,19 @@ def load_anonymized_dataset(
 
 
 def read_privacy_record(output_dir: str | Path) -> dict:
+    """The saved `maskdp_privacy.json` of a model folder, checked (`check_privacy_record`)."""
     path = Path(output_dir) / PRIVACY_RECORD_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: it is written by MaskDPTrainer.save_model; pass privacy_record= explicitly "
             "or save the trained model with the trainer first"
         )
-    return json.loads(path.read_text())
+    return check_privacy_record(json.loads(path.read_text()))
 
 
 def check_privacy_record(record: dict) -> dict:
-    """The record must name its mode; private modes need a finite ε and a δ, `none` must have ε null."""
-    missing = [key for key in PRIVACY_RECORD_KEYS if key not in record]
-    if missing:
-        raise ValueError(f"privacy record lacks {missing}: use the one MaskDPTrainer writes ({PRIVACY_RECORD_FILE})")
-    mode = record["privacy_mode"]
-    if mode not in PRIVACY_MODES:
-        raise ValueError(f"privacy_mode {mode!r} is unknown: expected one of {PRIVACY_MODES}")
-    if mode == "none" and record["epsilon"] is not None:
-        raise ValueError("privacy_mode 'none' spends no budget and promises nothing: its epsilon must be null")
-    if mode != "none" and (
-        record["epsilon"] is None or not math.isfinite(record["epsilon"]) or record["delta"] is None
-    ):
-        raise ValueError(
-            f"privacy_mode {mode!r} needs a finite epsilon and a delta in the record, got "
-            f"epsilon={record['epsilon']!r}, delta={record['delta']!r}"
-        )
-    return record
+    """The record as `PrivacyRecord` checks it (`PrivacyRecord.from_dict`), as a dict for the card template."""
+    return PrivacyRecord.from_dict(record).to_dict()
 
 
 def write_model_card(

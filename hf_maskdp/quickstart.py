@@ -24,6 +24,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hf_maskdp.constants import STATUS_OK
+
 REGIMES = {  # name -> generator settings
     "ntu": dict(scenes=("brick_wall",), background_bias=0.0),  # mediapipe finds 90 % of people here (living room: 67 %)
     "ucf": dict(background_bias=0.6),
@@ -260,7 +262,7 @@ def _anonymize(original, config: QuickstartConfig):
         )
         detected = sum(int(decode_mask(m).any(axis=(1, 2)).sum()) for m in result["avatar_mask"])
         statuses = Counter(status.split(":")[0] for status in result["anonymization"])
-        kept[split] = result.filter(lambda status: status == "ok", input_columns="anonymization")
+        kept[split] = result.filter(lambda status: status == STATUS_OK, input_columns="anonymization")
         stats[split] = {
             "clips": len(clips),
             "frames": len(clips) * config.clip_frames,

@@ -30,6 +30,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from hf_maskdp.anonymize.pipeline import AnonymizerConfig
+from hf_maskdp.constants import STATUS_OK
 
 
 @dataclass
@@ -120,7 +121,7 @@ def summarize(data, seconds: float) -> dict:
         splits[name] = {
             "clips": len(split),
             "status_counts": dict(sorted(statuses.items())),
-            "anonymized_fraction": statuses["ok"] / max(1, len(split)),
+            "anonymized_fraction": statuses[STATUS_OK] / max(1, len(split)),
         }
     return {"splits": splits, "seconds": round(seconds, 2)}
 

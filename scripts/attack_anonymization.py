@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from hf_maskdp.anonymize.pipeline import AnonymizerConfig, AvatarAnonymizer
+from hf_maskdp.constants import STATUS_OK
 from hf_maskdp.data import build_action_dataset
 from hf_maskdp.privacy.attacks import clip_pixels, face_check, identity_probe
 from hf_maskdp.storage import encode_anonymized_clip, read_anonymized_clip
@@ -95,7 +96,7 @@ def residue_table(data) -> list[str]:
     for split in data.values():
         for row in split:
             status.append(row["anonymization"])
-            if row["anonymization"] != "ok":  # kept all-sensitive (errors="keep"); "withhold" would not publish it
+            if row["anonymization"] != STATUS_OK:  # kept all-sensitive (errors="keep"); "withhold" would not publish it
                 continue
             before, (after, sensitive) = load_video_frames(row["original"]).astype(int), read_anonymized_clip(row)
             person = decode_mask(row["person_mask"])
@@ -106,7 +107,7 @@ def residue_table(data) -> list[str]:
             inside = np.stack([cv2.erode(m.astype(np.uint8), np.ones((5, 5), np.uint8)) for m in person]).astype(bool)
             left_inside.append((unchanged & inside).sum() / max(1, inside.sum()))
             public_person.append((person & ~sensitive).sum() / max(1, person.sum()))
-    ok = sum(s == "ok" for s in status)
+    ok = sum(s == STATUS_OK for s in status)
     left, left_inside = np.array(left), np.array(left_inside)
     return [
         "| clips (status ok) | over ok clips: real person pixels unchanged in output, mean / max (clips with any) | "

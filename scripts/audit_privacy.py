@@ -16,7 +16,8 @@ import time
 
 from dp_accounting.gaussian_mechanism import get_epsilon_gaussian
 
-from hf_maskdp.privacy.audit import audit_training, epsilon_lower_bound, gaussian_mechanism_scores
+from hf_maskdp.privacy.audit import epsilon_lower_bound, gaussian_mechanism_scores
+from hf_maskdp.training.audit import audit_training
 
 # (variant, σ, private records (q = 1 / records), steps)
 TRAINING_ROWS = [

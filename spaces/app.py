@@ -24,6 +24,7 @@ import gradio as gr
 import numpy as np
 
 from hf_maskdp import read_anonymized_clip
+from hf_maskdp.constants import ACCOUNTANTS, DEFAULT_ACCOUNTANT, STATUS_OK
 from hf_maskdp.video import decode_mask, encode_video, load_video_frames, video_fps
 
 DEFAULT_MODEL_DIR = Path("quickstart_output/maskdp_model")  # where `hf-maskdp quickstart` saves its model
@@ -171,7 +172,7 @@ def summarize(row: dict, num_frames: int, size: str, sensitive: np.ndarray, avat
         f"- frames with an avatar: {with_avatar}/{num_frames}",
         f"- public (avatar) pixels: {100 * (~sensitive).mean():.1f} %; sensitive: {100 * sensitive.mean():.1f} %",
     ]
-    if status != "ok":
+    if status != STATUS_OK:
         lines.append(f"- failures: {status}")
     if row.get("video") is None:
         lines.append("- the anonymized video is **withheld**: it may still show a real person.")
@@ -318,7 +319,7 @@ def model_summary(model) -> str:
     if record.get("epsilon") is not None:
         return (
             f"Trained with **{record.get('privacy_mode')}**: ε = {record['epsilon']:.3g}, δ = {record.get('delta'):g} "
-            f"({record.get('accountant')}), on {record.get('dataset_size')} clips."
+            f"({record.get('accountant')}), on {record.get('private_records')} clips with sensitive content."
         )
     if record:
         return f"Trained with privacy_mode **{record.get('privacy_mode')}**: no privacy guarantee."
@@ -450,9 +451,7 @@ def build_demo(
             with gr.Row():
                 sigma = gr.Number(1.0, label="Noise multiplier σ")
                 delta = gr.Number(1e-5, label="δ")
-                from hf_maskdp.privacy.accounting import ACCOUNTANTS
-
-                accountant = gr.Dropdown(list(ACCOUNTANTS), value="rdp", label="Accountant")
+                accountant = gr.Dropdown(list(ACCOUNTANTS), value=DEFAULT_ACCOUNTANT, label="Accountant")
             compute = gr.Button("Compute ε", variant="primary")
             budget_text = gr.Markdown()
             budget_plot = gr.LinePlot(x="epochs", y="epsilon", x_title="epochs", y_title="ε", label="ε against epochs")

@@ -436,6 +436,27 @@ def test_bad_input_gets_a_status_naming_clip_and_problem(anonymizer, tmp_path, v
         AvatarAnonymizer(errors="raise")({"video": [value]})
 
 
+def test_a_bug_in_a_stage_raises_while_a_bad_clip_gets_its_row_status():
+    """Only a clip's documented failures (ClipError: decoding, size, given poses) become a status;
+    a ValueError from inside a stage is a bug and must not pass for one withheld clip."""
+    anonymizer = AvatarAnonymizer(pose_source="given")
+
+    def pose_stage_with_a_bug(frames, row):
+        raise ValueError("operands could not be broadcast together")  # e.g. a shape mistake in the stage
+
+    anonymizer._pose = pose_stage_with_a_bug
+    with pytest.raises(ValueError, match="could not be broadcast"):
+        anonymizer.anonymize_clip(np.zeros((2, 32, 32, 3), np.uint8), {})
+    with pytest.raises(ValueError, match="could not be broadcast"):
+        anonymizer({"video": [np.zeros((2, 32, 32, 3), np.uint8)]})  # the map function too, errors="withhold"
+    row = anonymizer({"video": b"\x00\x01garbage" * 100})  # fails in decoding, before the broken stage
+    assert row["anonymization"].startswith("error: clip <video bytes>: ") and "cannot decode" in row["anonymization"]
+    assert row["video"] is None
+    ragged = {"pose": {"keypoints_2d": [[0.0], [0.0, 1.0]], "keypoints_3d": []}}
+    result = AvatarAnonymizer(pose_source="given").anonymize_clip(np.zeros((2, 32, 32, 3), np.uint8), ragged)
+    assert result.status.startswith("error: clip <frames>: column 'pose': keypoints are not numeric arrays")
+
+
 def test_4k_frame_downscaled_on_request():
     result = AvatarAnonymizer(max_resolution=256, downscale=True).anonymize_clip(np.zeros((1, 2160, 3840, 3), np.uint8))
     assert result.status == "no_person" and result.frames.shape == (1, 144, 256, 3)
@@ -477,6 +498,9 @@ def test_cli_anonymizes_a_video_folder_and_pushes_privately(hub, tmp_path, astro
     assert done.returncode == 0, done.stderr
     assert "anonymized 2 clips (3 frames kept), 1 people found, 1 failures (no_person: 1, ok: 1)" in done.stdout
     assert "Anonymizing" in done.stderr  # the tqdm progress bar
+    assert (
+        "inference_feedback_manager" not in done.stderr and "absl::InitializeLog" not in done.stderr
+    )  # mediapipe's C++
     out = datasets.load_from_disk(str(tmp_path / "out"))["train"]
     assert sorted(out["anonymization"]) == ["no_person", "ok"] and "label" in out.column_names
     assert "(private)" in done.stdout and hub.repo("alice/anonymized-cli", "dataset").private

@@ -292,3 +292,31 @@ def test_moving_rendered_figure_is_replaced():
         assert iou > 0.4, f"frame {t}: avatar misplaced (IoU {iou:.2f})"
     changed = np.abs(result.frames.astype(int) - frames.astype(int)).mean(-1)
     assert changed[figure].mean() > 20
+
+
+_QUIET_SCRIPT = r"""
+import os, sys, warnings
+from hf_maskdp.anonymize.pose import quiet_mediapipe_logs
+print("before", file=sys.stderr, flush=True)
+with quiet_mediapipe_logs():
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+    os.write(2, b"W0000 00:00:1796168324.873496   24960 inference_feedback_manager.cc:114] Feedback manager\n")
+    os.write(2, b"I0000 00:00:1796168324.873496   24960 gl_context.cc:357] GL version\n")
+    with quiet_mediapipe_logs():  # nested: one window
+        os.write(2, b"E0000 00:00:1796168324.873496   24960 calculator_graph.cc:887] a real error\n")
+    warnings.warn("our own warning")
+    print("our own line", file=sys.stderr)
+print("\rprogress 100%", file=sys.stderr)
+"""
+
+
+def test_mediapipe_log_lines_are_dropped_and_everything_else_is_kept():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _QUIET_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
+    assert "absl::InitializeLog" not in err and "inference_feedback_manager" not in err and "gl_context" not in err
+    for kept in ("before", "a real error", "UserWarning: our own warning", "our own line", "progress 100%"):
+        assert kept in err, (kept, err)

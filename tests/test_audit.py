@@ -12,12 +12,12 @@ import pytest
 from dp_accounting.gaussian_mechanism import get_epsilon_gaussian
 
 from hf_maskdp.privacy.audit import (
-    audit_training,
     clopper_pearson_upper,
     epsilon_from_rates,
     epsilon_lower_bound,
     gaussian_mechanism_scores,
 )
+from hf_maskdp.training.audit import audit_training
 
 
 def test_clopper_pearson_matches_closed_form_and_covers():

@@ -268,3 +268,24 @@ def test_pld_calibration_steps_over_sigmas_it_cannot_discretise():
     # a target so loose that the search walks down to tiny σ, where PLD refuses: it stops there
     sigma = calibrate_noise_multiplier(1e6, 0.5, steps=10, delta=1e-5, accountant="pld")
     assert compute_epsilon(0.5, sigma, steps=10, delta=1e-5, accountant="pld") <= 1e6
+
+
+def test_trainer_finds_the_private_records_on_the_packed_bits_without_decoding_masks(tmp_path):
+    """With `load_anonymized_dataset`'s transform set, planning the run decodes no mask column (the
+    trainer reads the packed bits through Arrow): only row 0, collated once as a format check."""
+    from hf_maskdp.hub import DecodeMasks
+
+    rows = make_rows(6, mask="random")
+    rows[2]["sensitive_mask"] = rows[2]["avatar_mask"] = encode_mask(np.zeros((6, 20, 24), bool))
+    rows[2]["avatar_mask"] = encode_mask(np.ones((6, 20, 24), bool))  # all public, all avatar: vouched for
+    decoded = []
+
+    def counting_decode(batch):
+        decoded.extend(batch["sensitive_mask"])
+        return DecodeMasks()(batch)
+
+    dataset = _dataset(rows).with_transform(counting_decode)
+    trainer = _trainer(tmp_path, dataset)
+    trainer.get_train_dataloader()  # plans the run: masks checked, private records chosen
+    assert trainer._private_indices == [0, 1, 3, 4, 5] and trainer.sample_rate == 2 / 5
+    assert len(decoded) == 1  # row 0's format check; the old code decoded every mask twice

@@ -260,7 +260,15 @@ def test_classify_runs_the_model_like_the_collator_does(space):
     shown = {c["label"]: c["confidence"] for c in label["confidences"]}
     assert shown == pytest.approx({LABELS[i]: float(p) for i, p in enumerate(probs)}, abs=1e-5)
     assert label["label"] == LABELS[int(probs.argmax())]
-    assert "ε = 1" in summary and "maskdp" in summary
+    assert "ε = 1" in summary and "maskdp" in summary and "on 60 clips with sensitive content" in summary
+
+
+def test_accountant_choices_are_the_constants(space):
+    from hf_maskdp.constants import ACCOUNTANTS, DEFAULT_ACCOUNTANT
+
+    demo, _, _ = space
+    (dropdown,) = [b for b in demo.blocks.values() if getattr(b, "label", None) == "Accountant"]
+    assert tuple(value for _, value in dropdown.choices) == ACCOUNTANTS and dropdown.value == DEFAULT_ACCOUNTANT
 
 
 def test_classify_without_a_model_says_how_to_get_one():

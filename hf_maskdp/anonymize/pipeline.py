@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from hf_maskdp.anonymize.errors import ClipError
+from hf_maskdp.constants import STATUS_ERROR, STATUS_NO_PERSON, STATUS_OK
 from hf_maskdp.privacy.mask_checks import PROVENANCE_COLUMN, anonymizer_provenance
 from hf_maskdp.storage import (
     AVATAR_MASK_BLOCK,
@@ -63,7 +65,6 @@ from hf_maskdp.storage import (
 )
 from hf_maskdp.video import encode_mask, load_video_frames, mask_feature, video_fps
 
-STATUS_OK, STATUS_NO_PERSON = "ok", "no_person"
 ERROR_POLICIES = ("withhold", "keep", "raise")
 _models_pid: int | None = None  # the process that built mediapipe / EGL models (see _check_not_forked)
 
@@ -316,12 +317,13 @@ class AvatarAnonymizer:
     # ------------------------------------------------------------------ one clip
 
     def anonymize_clip(self, video: Any, row: dict | None = None) -> AnonymizedClip:
-        """Anonymize one clip; bad input never raises here (the status says what happened)."""
+        """Anonymize one clip; a bad clip (`ClipError`: unreadable video, too large, bad given poses) never
+        raises here, its status says what happened. Any other exception is a bug and propagates."""
         self._refiner()  # a wrong refiner id or path is the run's error, not every clip's
         try:
             return self._anonymize(video, row or {})
-        except (ValueError, OSError) as err:
-            return AnonymizedClip(status=f"error: {_clip_name(video)}: {err}")
+        except ClipError as err:
+            return AnonymizedClip(status=f"{STATUS_ERROR}: {_clip_name(video)}: {err}")
 
     def _anonymize(self, video: Any, row: dict) -> AnonymizedClip:
         from hf_maskdp.anonymize.body import Appearance
@@ -390,12 +392,15 @@ class AvatarAnonymizer:
     def _frames(self, video: Any) -> np.ndarray:
         import cv2
 
-        frames = load_video_frames(video, max_frames=self.config.max_frames)
+        try:
+            frames = load_video_frames(video, max_frames=self.config.max_frames)
+        except (ValueError, OSError) as err:  # missing, empty, corrupt or not a video: this clip's failure
+            raise ClipError(str(err)) from err
         height, width = frames.shape[1:3]
         limit = self.config.max_resolution
         if limit is not None and max(height, width) > limit:
             if not self.config.downscale:
-                raise ValueError(
+                raise ClipError(
                     f"frames are {width}x{height}, larger than max_resolution={limit}; pass "
                     f"AnonymizerConfig(downscale=True) to shrink them or max_resolution=None to accept them"
                 )

@@ -7,10 +7,18 @@ dataset that ships its own poses (`GivenPose`) plugs into the same fitting code.
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Protocol
 
 import numpy as np
+
+from hf_maskdp.anonymize.errors import ClipError
 
 NUM_LANDMARKS = 33  # BlazePose topology (mediapipe `PoseLandmark`)
 
@@ -29,6 +37,49 @@ def import_mediapipe():
     except ImportError as err:
         raise ImportError(_MEDIAPIPE_HELP) from err
     return mp
+
+
+# mediapipe's C++ (absl) log lines at INFO and WARNING, e.g. "W0000 00:00:17.. 9508 inference_feedback_manager.cc:114]
+# Feedback manager requires ...", 10-30 per clip. absl writes them to fd 2 before any level applies: GLOG_minloglevel,
+# TF_CPP_MIN_LOG_LEVEL and absl-py's verbosity leave them all (measured), and mediapipe exposes no C++ log setting.
+_MEDIAPIPE_NOISE = re.compile(
+    rb"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+\.cc:\d+\]"  # absl/glog INFO and WARNING (E, F are kept)
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|INFO: Created TensorFlow Lite XNNPACK delegate)"
+)
+_quiet = threading.Lock()
+_quiet_state = {"depth": 0, "saved_fd": None, "capture": None}
+
+
+@contextmanager
+def quiet_mediapipe_logs():
+    """While mediapipe works (the pose stage, the residual check), send fd 2 to a temporary file;
+    afterwards write back every line but mediapipe's C++ INFO/WARNING lines (`_MEDIAPIPE_NOISE`).
+    Nothing else is lost: our warnings and other threads' output come out when the stage ends, and
+    progress bars, written between stages, are untouched. Nested and concurrent uses share one window."""
+    state = _quiet_state
+    with _quiet:
+        if state["depth"] == 0:
+            sys.stderr.flush()
+            state["capture"] = tempfile.TemporaryFile()
+            state["saved_fd"] = os.dup(2)
+            os.dup2(state["capture"].fileno(), 2)
+        state["depth"] += 1
+    try:
+        yield
+    finally:
+        with _quiet:
+            state["depth"] -= 1
+            if state["depth"] == 0:
+                sys.stderr.flush()
+                os.dup2(state["saved_fd"], 2)
+                os.close(state["saved_fd"])
+                capture = state["capture"]
+                capture.seek(0)
+                kept = [line for line in capture.read().splitlines(keepends=True) if not _MEDIAPIPE_NOISE.match(line)]
+                capture.close()
+                if kept:
+                    os.write(2, b"".join(kept))
 
 
 @dataclass
@@ -136,6 +187,7 @@ class MediaPipePose:
             ]
         return self._graphs
 
+    @quiet_mediapipe_logs()
     def __call__(self, frames: np.ndarray, row: dict | None = None) -> list[PoseTrack]:
         from hf_maskdp.anonymize.tracking import link_detections
 
@@ -225,6 +277,7 @@ class CropSearch:
             if area >= min_area * segmentation.size
         ]
 
+    @quiet_mediapipe_logs()
     def find(self, frame: np.ndarray, box: np.ndarray, blob: np.ndarray) -> Detection | None:
         """A person in the crop of `frame` around `box` whose landmarks lie mostly on `blob`, or None."""
         import cv2
@@ -274,7 +327,7 @@ class GivenPose:
 
     def __call__(self, frames: np.ndarray, row: dict | None = None) -> list[PoseTrack]:
         if row is None or row.get(self.column) is None:
-            raise ValueError(
+            raise ClipError(
                 f"pose_source='given' reads poses from column {self.column!r}, but this row has none; "
                 "add the column or use pose_source='mediapipe'."
             )
@@ -285,11 +338,14 @@ class GivenPose:
     def _track(self, person: Any, shape: tuple[int, int, int]) -> PoseTrack:
         num_frames, height, width = shape
         if not isinstance(person, dict) or "keypoints_2d" not in person or "keypoints_3d" not in person:
-            raise ValueError(f"column {self.column!r}: each person needs 'keypoints_2d' and 'keypoints_3d' arrays")
-        k2 = np.asarray(person["keypoints_2d"], np.float32)
-        k3 = np.asarray(person["keypoints_3d"], np.float32)
+            raise ClipError(f"column {self.column!r}: each person needs 'keypoints_2d' and 'keypoints_3d' arrays")
+        try:
+            k2 = np.asarray(person["keypoints_2d"], np.float32)
+            k3 = np.asarray(person["keypoints_3d"], np.float32)
+        except (TypeError, ValueError) as err:
+            raise ClipError(f"column {self.column!r}: keypoints are not numeric arrays ({err})") from err
         if k2.shape != (num_frames, NUM_LANDMARKS, 2) or k3.shape != (num_frames, NUM_LANDMARKS, 3):
-            raise ValueError(
+            raise ClipError(
                 f"column {self.column!r}: expected keypoints_2d {(num_frames, NUM_LANDMARKS, 2)} and keypoints_3d "
                 f"{(num_frames, NUM_LANDMARKS, 3)} for this {num_frames}-frame clip, got {k2.shape} and {k3.shape}"
             )
@@ -304,7 +360,7 @@ class GivenPose:
         if mask is not None:
             mask = np.asarray(mask, np.float32)
             if mask.shape != (num_frames, height, width):
-                raise ValueError(f"column {self.column!r}: person_mask has shape {mask.shape}, expected {shape}")
+                raise ClipError(f"column {self.column!r}: person_mask has shape {mask.shape}, expected {shape}")
         return PoseTrack(k2.copy(), k3.copy(), visibility, detected, detected.copy(), mask)
 
 

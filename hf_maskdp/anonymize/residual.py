@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-STATUS_RESIDUAL = "residual_person"
+from hf_maskdp.anonymize.pose import quiet_mediapipe_logs
+from hf_maskdp.constants import STATUS_RESIDUAL
 
 
 @dataclass
@@ -105,6 +106,7 @@ class ResidualPersonCheck:
             )
         return self._models
 
+    @quiet_mediapipe_logs()
     def evidence(self, frames: np.ndarray) -> list[Evidence]:
         """Per frame, where the three detectors see a person (hand tracking starts afresh per call)."""
         from hf_maskdp.anonymize.pose import clear_tracking
@@ -166,6 +168,7 @@ class ResidualPersonCheck:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
+    @quiet_mediapipe_logs()
     def check(self, frames: np.ndarray, avatar_mask: np.ndarray, erased: np.ndarray | None = None) -> str | None:
         """None if no frame shows real-person evidence outside the avatars, else a `residual_person: ...` status.
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 
+from hf_maskdp.constants import STATUS_OK
 from hf_maskdp.storage import DEFAULT_CRF, DEFAULT_LAYER_CRF, DEFAULT_MASK_BLOCK, DEFAULT_PRESET
 
 
@@ -272,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
 
 def format_summary(summary: dict, output_dir: str) -> str:
     statuses = summary.get("status_counts", {})
-    failures = summary["clips"] - statuses.get("ok", 0)
+    failures = summary["clips"] - statuses.get(STATUS_OK, 0)
     by_status = ", ".join(f"{name}: {count}" for name, count in statuses.items())
     return (
         f"anonymized {summary['clips']} clips ({summary['frames']} frames kept), {summary['people']} people found, "

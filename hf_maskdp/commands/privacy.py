@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-ACCOUNTANTS = ("rdp", "prv", "pld")  # the choices of hf_maskdp.privacy.accounting
+from hf_maskdp.constants import ACCOUNTANTS, DEFAULT_ACCOUNTANT
 
 
 def register(subparsers) -> None:
@@ -33,7 +33,10 @@ def _add_run_arguments(parser) -> None:
         "--delta", type=float, default=1e-5, help="δ in (0, 1), well below 1/dataset size (default 1e-5)"
     )
     parser.add_argument(
-        "--accountant", choices=ACCOUNTANTS, default="rdp", help="default: rdp (what the theorem states)"
+        "--accountant",
+        choices=ACCOUNTANTS,
+        default=DEFAULT_ACCOUNTANT,
+        help=f"default: {DEFAULT_ACCOUNTANT} (what the theorem states)",
     )
     parser.add_argument(
         "--dataset-size",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from hf_maskdp.constants import PRIVACY_MODES, PRIVATE_MODES, PUBLIC_VIEWS
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -28,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output_dir")
     parser.add_argument("--split", default="train")
     parser.add_argument("--eval-split", default=None, help="held-out split to evaluate on (never the private one)")
-    parser.add_argument("--privacy-mode", default="maskdp", choices=["maskdp", "dpsgd", "public_only", "none"])
+    parser.add_argument("--privacy-mode", default="maskdp", choices=PRIVACY_MODES)
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--target-epsilon", type=float, default=None)
     budget.add_argument("--noise-multiplier", type=float, default=None)
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private-batch-size", type=int, default=32, help="expected Poisson batch size")
     parser.add_argument("--public-batch-size", type=int, default=8)
     parser.add_argument("--micro-batch-size", type=int, default=8, help="examples per forward (memory)")
-    parser.add_argument("--public-view", default=None, choices=["fill", "drop"])
+    parser.add_argument("--public-view", default=None, choices=PUBLIC_VIEWS)
     parser.add_argument("--stop-at-epsilon", type=float, default=None)
     parser.add_argument(
         "--trust-masks",
@@ -139,12 +141,12 @@ def run(args) -> int:
     from ..training.config import DEFAULT_PUBLIC_VIEW, MaskDPConfig
     from ..training.trainer import MaskDPTrainer
 
-    if args.privacy_mode in ("maskdp", "dpsgd") and args.target_epsilon is None and args.noise_multiplier is None:
+    if args.privacy_mode in PRIVATE_MODES and args.target_epsilon is None and args.noise_multiplier is None:
         raise ValueError(f"--privacy-mode {args.privacy_mode} needs --target-epsilon or --noise-multiplier")
     train = published_rows(load_split(args.dataset, args.split), args.split)
     evaluation = published_rows(load_split(args.dataset, args.eval_split), args.eval_split) if args.eval_split else None
     model = build_model(args, train)
-    private = args.privacy_mode in ("maskdp", "dpsgd")
+    private = args.privacy_mode in PRIVATE_MODES
     config = MaskDPConfig(
         output_dir=args.output_dir,
         privacy_mode=args.privacy_mode,

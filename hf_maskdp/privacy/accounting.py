@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-ACCOUNTANTS = ("rdp", "prv", "pld")
+from hf_maskdp.constants import ACCOUNTANTS
 
 # dp-accounting's default orders: opacus' defaults plus 11 and large orders that matter
 # when ε is small. A superset of opacus' grid, so ours is never looser than opacus'.

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-PRIVACY_MODES = ("maskdp", "dpsgd", "public_only", "none")
-PUBLIC_VIEWS = ("fill", "drop")
-ACCOUNTANTS = ("rdp", "prv", "pld")
+from ..constants import ACCOUNTANTS, DEFAULT_ACCOUNTANT, PRIVACY_MODES, PRIVATE_MODES, PUBLIC_BRANCH_MODES, PUBLIC_VIEWS
 
 # Provisional: `fill` works for any video model and keeps partly public tokens, while `drop`
 # (VideoMAE only) loses every token that touches a sensitive pixel, and thin avatars leave few
@@ -55,7 +53,7 @@ class MaskDPConfig(TrainingArguments):
     )
     private_grad_weight: float = field(default=1.0, metadata={"help": "lambda_priv in the update."})
     public_grad_weight: float = field(default=1.0, metadata={"help": "lambda_pub in the update."})
-    accountant: str = field(default="rdp", metadata={"help": "'rdp' (default), 'prv' or 'pld'."})
+    accountant: str = field(default=DEFAULT_ACCOUNTANT, metadata={"help": "'rdp' (default), 'prv' or 'pld'."})
     mask_column: str = field(default="sensitive_mask", metadata={"help": "Dataset column with the mask."})
     trust_masks: bool = field(
         default=False,
@@ -160,8 +158,8 @@ class MaskDPConfig(TrainingArguments):
     @property
     def is_private(self) -> bool:
         """True for the modes with a private (noisy) branch."""
-        return self.privacy_mode in ("maskdp", "dpsgd")
+        return self.privacy_mode in PRIVATE_MODES
 
     @property
     def uses_public_branch(self) -> bool:
-        return self.privacy_mode in ("maskdp", "public_only")
+        return self.privacy_mode in PUBLIC_BRANCH_MODES

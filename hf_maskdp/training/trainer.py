@@ -30,14 +30,15 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils import logging
 
+from ..constants import PRIVACY_RECORD_FILE
 from ..privacy import mechanism
 from ..privacy.mask_checks import check_masks
 from ..privacy.masks import has_public_content, token_mask
+from ..privacy.record import PrivacyRecord
 from ..privacy.sampling import PoissonBatchSampler, ShuffledBatchSampler, make_generator, shard
 from .collator import check_labels
 from .config import MaskDPConfig
 
-PRIVACY_RECORD_NAME = "maskdp_privacy.json"
 PRIVACY_STATE_NAME = "maskdp_state.json"  # in every checkpoint: what a resumed run must continue
 # The settings a resumed run must share with its checkpoint: they fix q, sigma and the mechanism.
 PRIVACY_CONFIG_FIELDS = (
@@ -192,30 +193,30 @@ class MaskDPTrainer(Trainer):
         return eps, args.target_delta
 
     def privacy_record(self) -> dict:
-        """What the run guarantees, as saved in `maskdp_privacy.json` and `model.config.maskdp`."""
+        """What the run guarantees: a `PrivacyRecord`, as a dict (`maskdp_privacy.json`, `model.config.maskdp`)."""
         args = self.args
         eps, delta = self.privacy_spent()
         steps = self.state.global_step
-        return {
-            "privacy_mode": args.privacy_mode,
-            "epsilon": None if args.privacy_mode == "none" else eps,
-            "delta": None if args.privacy_mode == "none" else delta,
-            "accountant": args.accountant if args.is_private else None,
-            "noise_multiplier": self.noise_multiplier if args.is_private else None,
-            "per_sample_clip_norm": args.per_sample_clip_norm if args.is_private else None,
-            "sample_rate": self.sample_rate,
-            "steps": steps,
-            "epochs": steps * self.sample_rate if self.sample_rate else self.state.epoch,
-            "public_view": args.public_view if args.uses_public_branch else None,
-            "mask_column": args.mask_column if args.privacy_mode != "none" else None,
+        return PrivacyRecord(
+            privacy_mode=args.privacy_mode,
+            epsilon=None if args.privacy_mode == "none" else eps,
+            delta=None if args.privacy_mode == "none" else delta,
+            accountant=args.accountant if args.is_private else None,
+            noise_multiplier=self.noise_multiplier if args.is_private else None,
+            per_sample_clip_norm=args.per_sample_clip_norm if args.is_private else None,
+            sample_rate=self.sample_rate,
+            steps=steps,
+            epochs=steps * self.sample_rate if self.sample_rate else self.state.epoch,
+            public_view=args.public_view if args.uses_public_branch else None,
+            mask_column=args.mask_column if args.privacy_mode != "none" else None,
             # q = private_batch_size / private_records: the records with sensitive content (maskdp) or all
             # rows (dpsgd); training_rows also counts the rows without any, which feed only the public branch.
-            "training_rows": len(self.train_dataset) if self.train_dataset is not None else None,
-            "private_records": self._private_records if args.is_private else None,
-            "world_size": args.world_size,
-            "trust_masks": args.trust_masks if args.uses_public_branch else None,
-            "fully_public_records": len(self._mask_check.fully_public) if self._mask_check is not None else None,
-        }
+            training_rows=len(self.train_dataset) if self.train_dataset is not None else None,
+            private_records=self._private_records if args.is_private else None,
+            world_size=args.world_size,
+            trust_masks=args.trust_masks if args.uses_public_branch else None,
+            fully_public_records=len(self._mask_check.fully_public) if self._mask_check is not None else None,
+        ).to_dict()
 
     # ------------------------------------------------------------------ data
 
@@ -436,7 +437,7 @@ class MaskDPTrainer(Trainer):
     def _rows(self, indices: list[int]) -> list[dict]:
         return [self.train_dataset[int(i)] for i in indices]
 
-    def _mask_values(self, dataset):
+    def _require_mask_column(self, dataset) -> None:
         column = self.args.mask_column
         if hasattr(dataset, "column_names"):
             if column not in dataset.column_names:
@@ -444,18 +445,15 @@ class MaskDPTrainer(Trainer):
                     f"privacy_mode='maskdp' needs the mask column {column!r}, but the dataset has "
                     f"{dataset.column_names}; anonymize it first (hf-maskdp anonymize) or set mask_column="
                 )
-            return dataset[column]
-        values = [row.get(column) for row in (dataset[i] for i in range(len(dataset)))]
-        if any(v is None for v in values):
+        elif any(dataset[i].get(column) is None for i in range(len(dataset))):
             raise ValueError(f"privacy_mode='maskdp' needs the mask column {column!r} in every row")
-        return values
 
     def _records_with_sensitive_content(self, dataset) -> list[int]:
-        """Records whose mask has any `m = 1` pixel. Masks are public, so this choice leaks nothing;
-        the others have no sensitive content and only feed the public branch."""
-        from ..video import decode_mask
-
-        return [i for i, value in enumerate(self._mask_values(dataset)) if decode_mask(value).any()]
+        """Records whose mask has any `m = 1` pixel, as `check_masks` found them on the packed bits
+        (through Arrow, without the dataset's transform: no mask is decoded). Masks are public, so
+        this choice leaks nothing; the others have no sensitive content and only feed the public branch."""
+        fully_public = set(self._mask_check.fully_public)
+        return [i for i in range(len(dataset)) if i not in fully_public]
 
     def _check_dataset(self, dataset):
         """Fail before training on rows the collator cannot read (withheld clips, missing columns,
@@ -472,7 +470,7 @@ class MaskDPTrainer(Trainer):
                 "(`hf-maskdp train` does this and prints the count)"
             )
         if self.args.privacy_mode == "maskdp":
-            self._mask_values(dataset)
+            self._require_mask_column(dataset)
         # Every row, before the first step: masks vouched for (docs/privacy.md) and of their clip's
         # shape (container headers, no decoding), labels the model can take.
         mask_check = check_masks(
@@ -558,6 +556,9 @@ class MaskDPTrainer(Trainer):
 
     def _private_gradient(self, indices: list[int], params, batches: list[dict] | None = None) -> torch.Tensor:
         """G_priv, flat: clipped per-example gradients on full clips, noise once, / (q N)."""
+        kept = self._audit_private_indices(indices)
+        if kept != indices:  # the loader's batches hold the removed records: collate again
+            indices, batches = kept, None
         total = torch.zeros(sum(p.numel() for p in params), device=self.args.device)
         views = [t.view_as(p) for t, p in zip(total.split([p.numel() for p in params]), params)]
         self._per_sample.enable_hooks()
@@ -570,12 +571,27 @@ class MaskDPTrainer(Trainer):
             self._per_sample.disable_hooks()
         return mechanism.privatize(
             total,
-            self.noise_multiplier,
+            self._audit_noise_multiplier(),
             self.args.per_sample_clip_norm,
             expected_batch_size=self.args.private_batch_size,
             generator=self._noise_generator,
             add_noise=self.args.process_index == 0,
         )
+
+    # ------------------------------------------------------------------ audit hooks
+    # Extension points for the empirical privacy audit (`hf_maskdp.training.audit`), which subclasses
+    # the trainer to run a counterfactual dataset or a deliberately broken variant. Training never
+    # overrides them; an override voids the accounting.
+
+    def _audit_private_indices(self, indices: list[int]) -> list[int]:
+        """The drawn records whose gradients enter this step's private sum (all of them). The audit
+        drops its canary to run the adjacent dataset in which the canary's sensitive content is ⊥."""
+        return indices
+
+    def _audit_noise_multiplier(self) -> float:
+        """σ of this step's noise (the accounted `noise_multiplier`). The audit's "no_noise" variant
+        returns 0 while the accountant still states σ: a bug the audit must catch."""
+        return self.noise_multiplier
 
     def _mean_gradient(
         self, indices: list[int], params, public: bool, batches: list[dict] | None = None
@@ -654,7 +670,7 @@ class MaskDPTrainer(Trainer):
             self.model.config.maskdp = record
         super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
-            with open(os.path.join(output_dir, PRIVACY_RECORD_NAME), "w", encoding="utf-8") as f:
+            with open(os.path.join(output_dir, PRIVACY_RECORD_FILE), "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=2)
 
     def create_model_card(self, *args, **kwargs) -> None:
