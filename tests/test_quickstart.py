@@ -12,7 +12,7 @@ import pytest
 from hf_maskdp.cli import main
 from hf_maskdp.quickstart import RESULT_KEYS, QuickstartConfig, planned_runs
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)  # the fixture runs the whole quickstart: minutes on 2 busy cores
 
 
 @pytest.fixture(scope="module")
