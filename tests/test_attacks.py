@@ -46,6 +46,8 @@ def probe(data, view: str):
     splits = []
     for split in ("train", "test"):
         rows = list(data[split])
+        if view == "original":  # the input clip itself, not composed with the avatar layer through the mask
+            rows = [{k: v for k, v in r.items() if k != "sensitive_mask"} for r in rows]
         if view == "broken masks":  # a broken anonymizer: the real person published as public pixels
             rows = [
                 {**r, **encode_anonymized_clip(load_video_frames(r["original"]), ~decode_mask(r["person_mask"]))}

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from maskdp_helpers import make_rows, randomize_sensitive, tiny_args, tiny_collator, tiny_model
 from torch import nn
@@ -53,6 +53,8 @@ def test_public_gradient_is_bit_identical_when_sensitive_pixels_change(tmp_path_
         trainer.train_dataset = data
         grad, _ = trainer._mean_gradient([0, 1, 2, 3], params, public=True)
         grads.append(grad)
+    if view == "drop":  # the random boxes can touch every patch of all four clips: no token kept, nothing to compare
+        assume(grads[0].abs().sum() > 0)
     assert grads[0].abs().sum() > 0
     assert torch.equal(*grads)
 
