@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from hf_maskdp.anonymize.errors import ClipError
-from hf_maskdp.constants import STATUS_ERROR, STATUS_NO_PERSON, STATUS_OK
+from hf_maskdp.constants import STATUS_ERROR, STATUS_NO_PERSON, STATUS_OK, STATUS_PARTIAL
 from hf_maskdp.privacy.mask_checks import PROVENANCE_COLUMN, anonymizer_provenance
 from hf_maskdp.storage import (
     AVATAR_MASK_BLOCK,
@@ -516,10 +516,10 @@ def _status(tracks, fitted: list[np.ndarray], avatar: np.ndarray, min_coverage: 
     missing = ~np.all([track.valid for track in tracks], axis=0)
     if missing.any():
         first = np.flatnonzero(missing)[0]
-        return f"partial: {missing.sum()} of {num_frames} frames have a person without a tracked pose (first: frame {first})"
+        return f"{STATUS_PARTIAL}: {missing.sum()} of {num_frames} frames have a person without a tracked pose (first: frame {first})"
     for i, ok in enumerate(fitted):
         if not ok.all():
-            return f"partial: person {i} could not be fitted in {(~ok).sum()} of {num_frames} frames"
+            return f"{STATUS_PARTIAL}: person {i} could not be fitted in {(~ok).sum()} of {num_frames} frames"
     for i, track in enumerate(tracks):
         for t in np.flatnonzero(track.detected):
             person = track.person_mask[t] > 0.5 if track.person_mask is not None else None
@@ -527,7 +527,7 @@ def _status(tracks, fitted: list[np.ndarray], avatar: np.ndarray, min_coverage: 
                 continue
             coverage = (avatar[t] & person).sum() / person.sum()
             if coverage < min_coverage:
-                return f"partial: poor fit: the avatar of person {i} covers {coverage:.0%} of them in frame {t} (min {min_coverage:.0%})"
+                return f"{STATUS_PARTIAL}: poor fit: the avatar of person {i} covers {coverage:.0%} of them in frame {t} (min {min_coverage:.0%})"
     return STATUS_OK
 
 
