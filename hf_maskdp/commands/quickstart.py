@@ -8,7 +8,8 @@ the anonymized dataset (each with its card) to DIR. Finished runs are logged in 
 the same command after an interruption and it resumes.
 
 Presets: demo (make demo, <= 10 min on 2 cores), benchmark (>= 1000 private records, two
-regimes, every budget with every seed; hours on 2 CPU cores: one regime without the sweep took 95 min), fast (about a minute, for tests).
+regimes, every budget with every seed; hours on 2 CPU cores: one regime without the sweep took
+95 min), fast (about a minute, for tests).
 """
 
 from __future__ import annotations
