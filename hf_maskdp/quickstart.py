@@ -373,13 +373,17 @@ class _FinishedRuns:
         self.path = path
         self.fingerprint = _digest({"version": hf_maskdp.__version__, "config": settings})
         self.rows = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                entry = json.loads(line)
-                if entry["fingerprint"] == self.fingerprint:
-                    self.rows[entry["run"]] = entry["row"]
-            if self.rows:
-                print(f"resuming: {len(self.rows)} finished runs of this configuration in {path}")
+        text = path.read_text() if path.exists() else ""
+        lines = text.splitlines()
+        if text and not text.endswith("\n"):  # killed while appending: drop the torn line
+            lines = lines[:-1]
+            path.write_text("".join(line + "\n" for line in lines))
+        for line in lines:
+            entry = json.loads(line)
+            if entry["fingerprint"] == self.fingerprint:
+                self.rows[entry["run"]] = entry["row"]
+        if self.rows:
+            print(f"resuming: {len(self.rows)} finished runs of this configuration in {path}")
 
     def key(self, regime: str, run: dict) -> str:
         return json.dumps([regime, run["setting"], run["train_data"], run["target"], run["seed"]])
