@@ -11,10 +11,10 @@ Pretraining is supervised on that vocabulary (`epochs`), optionally after self-s
 VideoMAE tube masking (`masked_epochs`: reconstruct the hidden 90 % of each clip's patches, as
 `MCG-NJU/videomae-base` was pretrained; `epochs=0` keeps it self-supervised only). A share of the
 clips is shown with the background replaced by the mean colour, as MaskDP's `fill` public view
-shows avatars, so the features serve both the public view and full clips. The result is an ordinary `save_pretrained` folder with a
-card; the quickstart loads it with `from_pretrained`, the same code path as
-`MCG-NJU/videomae-base`. A copy ships in the package (`SHIPPED_CHECKPOINT`, rebuilt by
-`hf-maskdp pretrain` with the defaults below).
+shows avatars, so the features serve both the public view and full clips. The result is an
+ordinary `save_pretrained` folder with a card; the quickstart loads it with `from_pretrained`, the
+same code path as `MCG-NJU/videomae-base`. A copy ships in the package (`SHIPPED_CHECKPOINT`,
+rebuilt by `hf-maskdp pretrain` with the defaults below).
 """
 
 from __future__ import annotations
@@ -238,12 +238,13 @@ def masked_video_model(classifier_config):
     fields = classifier_config.to_dict()
     for name in ("id2label", "label2id", "architectures", "problem_type"):
         fields.pop(name, None)
-    config = VideoMAEConfig(**fields)
-    config.decoder_hidden_size = config.hidden_size
-    config.decoder_intermediate_size = config.intermediate_size
-    config.decoder_num_attention_heads = config.num_attention_heads
-    config.decoder_num_hidden_layers = 1
-    return VideoMAEForPreTraining(config)
+    decoder = dict(
+        decoder_hidden_size=fields["hidden_size"],
+        decoder_intermediate_size=fields["intermediate_size"],
+        decoder_num_attention_heads=fields["num_attention_heads"],
+        decoder_num_hidden_layers=1,
+    )
+    return VideoMAEForPreTraining(VideoMAEConfig(**{**fields, **decoder}))
 
 
 def tube_mask(batch: int, config, ratio: float, generator):
