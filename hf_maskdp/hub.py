@@ -20,7 +20,7 @@ from typing import Any
 
 from hf_maskdp.constants import PRIVACY_RECORD_FILE
 from hf_maskdp.privacy.record import PrivacyRecord
-from hf_maskdp.storage import FORMAT_COLUMN, LAYER_COLUMN, LOSSLESS_FORMAT, stored_shape_problem
+from hf_maskdp.storage import FORMAT_COLUMN, LAYER_COLUMN, LOSSLESS_FORMAT, MP4_LAYER_FORMAT, stored_shape_problem
 from hf_maskdp.video import decode_mask, video_shape
 
 logger = logging.getLogger(__name__)
@@ -304,11 +304,12 @@ def _storage_description(formats: dict, info: dict) -> str:
             preset = info.get("preset", DEFAULT_PRESET)
             block = int(info.get("mask_block", 0))  # 0: not recorded (exact before mask_block existed)
             rounded = f" `sensitive_mask` is rounded out to {block}x{block}-pixel tiles (more sensitive, never less)."
+            layer = "in mp4" if int(version) == MP4_LAYER_FORMAT else "as a raw H.264 stream (binary)"
             lines.append(
-                f"- Storage format {version} ({clips}): `video` (the composite) is H.264 yuv420p at crf {crf} and "
-                f"`avatar_layer` at crf {layer_crf}, preset {preset} (lossy). The layer is the same frames with every "
-                "sensitive pixel replaced (from public pixels only) *before* encoding, so its encoder never saw a real "
-                "pixel; readers take public pixels from the layer and sensitive ones from `video` "
+                f"- Storage format {version} ({clips}): `video` (the composite) is H.264 yuv420p in mp4 at crf {crf} "
+                f"and `avatar_layer` at crf {layer_crf} {layer}, preset {preset} (lossy). The layer is the same frames "
+                "with every sensitive pixel replaced (from public pixels only) *before* encoding, so its encoder never "
+                "saw a real pixel; readers take public pixels from the layer and sensitive ones from `video` "
                 "(`hf_maskdp.read_anonymized_clip`)." + (rounded if block > 1 else "")
             )
     return "\n".join(lines) or "- Storage format: not recorded."
@@ -396,10 +397,18 @@ def load_anonymized_dataset(
         where = f"{repo_id_or_path} [{name}]"
         check_mask_columns(part, where=where, verify_rows=verify_masks)
         check_masks(part, where, trust_masks=trust_masks, check_shapes=False)  # shapes: check_mask_columns
-        if FORMAT_COLUMN not in part.column_names:
+        formats = set(part[FORMAT_COLUMN]) - {None} if FORMAT_COLUMN in part.column_names else {LOSSLESS_FORMAT}
+        if LOSSLESS_FORMAT in formats:
             logger.info(
-                "%s [%s]: storage format 1 (lossless video, 4-20x larger than format 2); it loads and "
+                "%s [%s]: storage format 1 (lossless video, 4-20x larger than format 3); it loads and "
                 "trains as before; re-anonymize to store it lossy",
+                repo_id_or_path,
+                name,
+            )
+        if MP4_LAYER_FORMAT in formats:
+            logger.info(
+                "%s [%s]: storage format 2 (the layer in mp4, masks per pixel; about 1.1x format 3's bytes on "
+                "real clips, 1.4x on 112-px clips); it loads and trains as before",
                 repo_id_or_path,
                 name,
             )

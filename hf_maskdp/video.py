@@ -6,9 +6,10 @@ codec plumbing under it. A lossy codec predicts and transforms pixels across blo
 so a decoded pixel depends on its neighbours: only a stream whose input held no real pixel can
 supply public (`sensitive_mask == False`) pixels.
 
-Masks are stored as `{"shape": [T, H, W], "packed": bytes}` where `packed` is
-`zlib(np.packbits(mask))`: exact, compact (masks are large uniform regions), and needs
-nothing but numpy and zlib to read back.
+Masks are stored as `{"shape": [T, H, W], "packed": bytes, "block": b}` where `packed` is
+`zlib(np.packbits(mask))` of one bit per `b` x `b` tile (`b = 1`: per pixel; masks written
+before `block` existed have none and are per pixel): exact, compact (masks are large uniform
+regions), and needs nothing but numpy and zlib to read back.
 """
 
 from __future__ import annotations
@@ -29,30 +30,34 @@ _MAX_FRAMES_DEFAULT = None
 # --------------------------------------------------------------------------- frames
 
 
-def load_video_frames(value: Any, max_frames: int | None = _MAX_FRAMES_DEFAULT) -> np.ndarray:
+def load_video_frames(
+    value: Any, max_frames: int | None = _MAX_FRAMES_DEFAULT, container: str | None = None
+) -> np.ndarray:
     """Return a clip as a uint8 array `(T, H, W, 3)`.
 
     `value` may be an array or tensor `(T, H, W, 3)`, `(T, H, W)` grayscale or one `(H, W, 3)`
     image; a list of frames or PIL images; a path; raw video bytes; a `datasets.Video(decode=False)`
     dict `{"path", "bytes"}`; or a decoded `datasets.Video` value (a torchcodec decoder).
+    `container` names the format of bytes or files ("h264": a raw stream, which has no header
+    to recognise it by); None guesses it.
     """
     if value is None:
         raise ValueError("video is None: the row has no video (was it withheld by the anonymizer?)")
     if isinstance(value, dict):
         if value.get("bytes"):
-            return _decode(io.BytesIO(value["bytes"]), value.get("path") or "<bytes>", max_frames)
+            return _decode(io.BytesIO(value["bytes"]), value.get("path") or "<bytes>", max_frames, container)
         if value.get("path"):
-            return load_video_frames(value["path"], max_frames)
+            return load_video_frames(value["path"], max_frames, container)
         raise ValueError("video dict has neither 'bytes' nor 'path': expected datasets.Video(decode=False) values")
     if isinstance(value, (str, os.PathLike)):
         path = Path(value)
         if not path.is_file():
             raise FileNotFoundError(f"video file not found: {path}")
-        return _decode(str(path), str(path), max_frames)
+        return _decode(str(path), str(path), max_frames, container)
     if isinstance(value, (bytes, bytearray, memoryview)):
         if len(value) == 0:
             raise ValueError("video bytes are empty (zero-length clip)")
-        return _decode(io.BytesIO(bytes(value)), "<bytes>", max_frames)
+        return _decode(io.BytesIO(bytes(value)), "<bytes>", max_frames, container)
     if hasattr(value, "get_frames_in_range") and hasattr(value, "metadata"):  # torchcodec VideoDecoder
         n = len(value) if max_frames is None else min(len(value), max_frames)
         frames = value.get_frames_in_range(0, n).data  # (T, C, H, W) uint8
@@ -88,16 +93,16 @@ def _as_frames(value: Any, max_frames: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _decode(source: Any, name: str, max_frames: int | None) -> np.ndarray:
+def _decode(source: Any, name: str, max_frames: int | None, container: str | None = None) -> np.ndarray:
     import av
 
     frames = []
     try:
-        with av.open(source) as container:
-            if not container.streams.video:
+        with av.open(source, format=container) as opened:
+            if not opened.streams.video:
                 raise ValueError(f"{name}: no video stream in this file")
-            stream = container.streams.video[0]
-            for frame in container.decode(stream):
+            stream = opened.streams.video[0]
+            for frame in opened.decode(stream):
                 frames.append(frame.to_ndarray(format="rgb24"))
                 if max_frames is not None and len(frames) >= max_frames:
                     break
@@ -126,8 +131,10 @@ def video_fps(value: Any, default: float = 25.0) -> float:
         return default
 
 
-def video_shape(value: Any) -> tuple[int, int, int]:
-    """`(T, H, W)` of a clip, from the container's header when it says (no decoding), else decoded."""
+def video_shape(value: Any, container: str | None = None) -> tuple[int, int, int]:
+    """`(T, H, W)` of a clip, from the container's header when it says (no decoding), else decoded.
+
+    `container="h264"`: a raw stream, which has no header; its frames are counted, not decoded."""
     import av
 
     source = value
@@ -137,13 +144,16 @@ def video_shape(value: Any) -> tuple[int, int, int]:
         source = io.BytesIO(bytes(source))
     if isinstance(source, (io.BytesIO, str, os.PathLike)):
         try:
-            with av.open(source if not isinstance(source, os.PathLike) else str(source)) as container:
-                stream = container.streams.video[0]
+            with av.open(source if not isinstance(source, os.PathLike) else str(source), format=container) as opened:
+                stream = opened.streams.video[0]
                 if stream.frames > 0:
                     return int(stream.frames), int(stream.height), int(stream.width)
+                if container == "h264":
+                    frames = sum(1 for packet in opened.demux(stream) if packet.size)
+                    return frames, int(stream.height), int(stream.width)
         except (av.FFmpegError, IndexError):
             pass  # load_video_frames below says what is wrong
-    return tuple(load_video_frames(value).shape[:3])
+    return tuple(load_video_frames(value, container=container).shape[:3])
 
 
 def encode_video(
@@ -154,7 +164,8 @@ def encode_video(
     crf: int = 18,
     preset: str = "veryfast",
     x264_params: str | None = None,
-    strip_sei: bool = False,
+    strip_metadata: bool = False,
+    container: str = "mp4",
 ) -> bytes:
     """Encode frames `(T, H, W, 3)` uint8 as H.264 in mp4; return the bytes.
 
@@ -162,9 +173,11 @@ def encode_video(
     format 1, see `hf_maskdp.storage`); odd sizes are fine. `lossless=False`: ordinary yuv420p
     H.264 at `crf` and `preset` that browsers play (it mixes neighbouring pixels, and odd sizes
     are cropped by one pixel; `hf_maskdp.storage` pads instead); `x264_params` are passed to
-    libx264 as `key=value:key=value`. `strip_sei=True` drops the stream's SEI units: x264's
-    settings string (about 650 bytes, a tenth of a small clip) and nothing a decoder needs.
-    If `path` is given, the bytes are also written there.
+    libx264 as `key=value:key=value`. `strip_metadata=True` drops what no decoder reads: the
+    stream's SEI units (x264's settings string, about 650 bytes, a tenth of a small clip) and
+    the mp4 muxer's encoder tag. `container="h264"` writes the raw stream (Annex B) without any
+    container: no frame rate and no index, about 1 KB less than mp4 (read it back with
+    `load_video_frames(..., container="h264")`). If `path` is given, the bytes are also written there.
     """
     import av
 
@@ -177,18 +190,19 @@ def encode_video(
             options["x264-params"] = x264_params
         frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p needs even sizes
     buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+    muxer_options = {"fflags": "+bitexact"} if strip_metadata else {}  # bitexact: no encoder tag
+    with av.open(buffer, mode="w", format=container, options=muxer_options) as output:
+        stream = output.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         stream.options = options
-        units = av.bitstream.BitStreamFilterContext("filter_units=remove_types=6", stream) if strip_sei else None
+        units = av.bitstream.BitStreamFilterContext("filter_units=remove_types=6", stream) if strip_metadata else None
 
         def mux(packets):
             if units is not None:  # packets=None flushes the filter
                 packets = [out for packet in ([None] if packets is None else packets) for out in units.filter(packet)]
             for packet in packets:
                 packet.stream = stream
-                container.mux(packet)
+                output.mux(packet)
 
         for frame in frames:
             mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
@@ -211,8 +225,13 @@ def video_feature():
 # --------------------------------------------------------------------------- masks
 
 
-def encode_mask(mask: Any) -> dict:
-    """Pack a boolean mask `(T, H, W)` into `{"shape": [T, H, W], "packed": bytes}` (exact)."""
+def encode_mask(mask: Any, block: int = 1) -> dict:
+    """Pack a boolean mask `(T, H, W)` into `{"shape": [T, H, W], "packed": bytes, "block": block}` (exact).
+
+    `block > 1`: the mask is constant on `block` x `block` tiles (from the top left, as
+    `hf_maskdp.storage.cover_blocks` makes it) and one bit per tile is packed, several times
+    smaller; a mask that is not constant on its tiles is refused (packing it would lose pixels).
+    """
     arr = np.asarray(mask)
     if arr.dtype != np.bool_:
         if not np.isin(arr, (0, 1)).all():
@@ -222,13 +241,21 @@ def encode_mask(mask: Any) -> dict:
         arr = arr[None]
     if arr.ndim != 3:
         raise ValueError(f"mask must have shape (T, H, W); got {arr.shape}")
-    return {"shape": [int(s) for s in arr.shape], "packed": zlib.compress(np.packbits(arr, axis=None).tobytes(), 6)}
+    tiles = arr[:, ::block, ::block]
+    if block > 1 and not np.array_equal(_expand_tiles(tiles, block, arr.shape), arr):
+        raise ValueError(
+            f"mask is not constant on {block}x{block} tiles: round it out first (hf_maskdp.storage.cover_blocks) "
+            "or pass block=1"
+        )
+    packed = zlib.compress(np.packbits(tiles, axis=None).tobytes(), 9)
+    return {"shape": [int(s) for s in arr.shape], "packed": packed, "block": int(block)}
 
 
 def decode_mask(value: Any) -> np.ndarray:
     """Read a mask column value back as a bool array `(T, H, W)`.
 
-    Accepts what `encode_mask` wrote, or an array (bool or 0/1) of shape `(T, H, W)`.
+    Accepts what `encode_mask` wrote (masks written before `block` existed have none: one bit per
+    pixel), or an array (bool or 0/1) of shape `(T, H, W)`.
     """
     if value is None:
         raise ValueError("mask is None: this row has no mask (withheld or failed row?)")
@@ -236,16 +263,20 @@ def decode_mask(value: Any) -> np.ndarray:
         if "shape" not in value or "packed" not in value:
             raise ValueError(f"malformed mask: expected keys 'shape' and 'packed', got {sorted(value)}")
         shape = tuple(int(s) for s in value["shape"])
-        if len(shape) != 3 or min(shape) < 0:
-            raise ValueError(f"malformed mask: shape {list(shape)} is not (T, H, W)")
+        block = 1 if value.get("block") is None else int(value["block"])  # None: written before `block`
+        if len(shape) != 3 or min(shape) < 0 or block < 1:
+            raise ValueError(f"malformed mask: shape {list(shape)} is not (T, H, W) or block {block} is not >= 1")
         try:
             bits = np.frombuffer(zlib.decompress(value["packed"]), dtype=np.uint8)
         except (zlib.error, TypeError) as err:
             raise ValueError(f"malformed mask: packed data is not {MASK_CODEC} ({err})") from err
-        count = int(np.prod(shape))
+        tiles = (shape[0], -(-shape[1] // block), -(-shape[2] // block))
+        count = int(np.prod(tiles))
         if bits.size != (count + 7) // 8:
-            raise ValueError(f"malformed mask: {bits.size} packed bytes do not fit shape {list(shape)}")
-        return np.unpackbits(bits, count=count).astype(bool).reshape(shape)
+            raise ValueError(
+                f"malformed mask: {bits.size} packed bytes do not fit shape {list(shape)} in {block}x{block} tiles"
+            )
+        return _expand_tiles(np.unpackbits(bits, count=count).astype(bool).reshape(tiles), block, shape)
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     arr = np.asarray(value)
@@ -260,8 +291,15 @@ def decode_mask(value: Any) -> np.ndarray:
     return arr
 
 
+def _expand_tiles(tiles: np.ndarray, block: int, shape: tuple) -> np.ndarray:
+    """One value per `block` x `block` tile -> one per pixel of `shape` (partial tiles at the edges cropped)."""
+    if block == 1:
+        return tiles
+    return tiles.repeat(block, axis=1).repeat(block, axis=2)[:, : shape[1], : shape[2]]
+
+
 def mask_feature():
     """The `datasets` feature of an encoded mask column."""
     from datasets import List, Value
 
-    return {"shape": List(Value("int32")), "packed": Value("binary")}
+    return {"shape": List(Value("int32")), "packed": Value("binary"), "block": Value("int32")}

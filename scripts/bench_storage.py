@@ -1,6 +1,6 @@
-"""Storage of anonymized clips: format 2 (lossy composite + avatar layer + masks) as written now and
-as written before (exact masks, x264's SEI kept), against format 1 (lossless video + masks) and
-against the same frames encoded once, lossy, side by side.
+"""Storage of anonymized clips: format 3 (lossy composite + raw-stream avatar layer + masks per tile)
+as written now and format 2 as written before (the layer in mp4, masks per pixel), against format 1
+(lossless video + masks) and against the same frames encoded once, lossy, side by side.
 
     .venv/bin/python scripts/bench_storage.py [--embedded-clips 8] [--picture docs/images/avatar_edges_lossy.png]
 
@@ -10,10 +10,10 @@ next to a second astronaut at 448x224, as scripts/bench_anonymize.py makes them)
 footage of tests/data (8 frames at 320x240), all anonymized by the real pipeline. For each group:
 
 - bytes per clip of the saved dataset (`save_to_disk`, every file: videos, masks, metadata) in
-  format 1, format 2 before and format 2 now (with `avatar_mask` as the anonymizer writes it),
+  format 1, format 2 (before) and format 3 (now; with `avatar_mask` as the anonymizer writes it),
   and of the anonymized frames encoded once as H.264 crf 18 yuv420p (`encode_video(lossless=False)`,
   the reference: what the clip costs as an ordinary video), with each stored column's share;
-- encode and read time per clip (format 2 reads compose `where(mask, composite, layer)`; the
+- encode and read time per clip (formats 2 and 3 read compose `where(mask, composite, layer)`; the
   public view reads only the layer), and the share of public pixels the model still sees
   (`VideoClipCollator`, 8 frames at 112 px) with the rounded-out mask;
 - how far the frames read back are from the anonymized frames: mean absolute error and PSNR on
@@ -100,38 +100,41 @@ def format1_row(frames, sensitive, avatar, fps):
     }
 
 
-def format2_row(frames, sensitive, avatar, fps, **quality):
+def format3_row(frames, sensitive, avatar, fps, **quality):
     """What the anonymizer writes now (`AvatarAnonymizer._row`)."""
     stored_avatar = storage.cover_blocks(avatar, storage.AVATAR_MASK_BLOCK)
-    return {**encode_anonymized_clip(frames, sensitive, fps=fps, **quality), "avatar_mask": encode_mask(stored_avatar)}
-
-
-def format2_before_row(frames, sensitive, avatar, fps):
-    """What the anonymizer wrote before: the same, with exact masks and x264's SEI in both videos."""
-    options = {"fps": fps, "lossless": False, "preset": storage.DEFAULT_PRESET}
-    layer = storage.avatar_layer(frames, sensitive)
     return {
-        "video": {"path": None, "bytes": encode_video(storage._pad_even(frames), crf=storage.DEFAULT_CRF, **options)},
-        "avatar_layer": {
-            "path": None,
-            "bytes": encode_video(
-                storage._pad_even(layer),
-                crf=storage.DEFAULT_LAYER_CRF,
-                x264_params=storage.LAYER_X264_PARAMS,
-                **options,
-            ),
-        },
-        "sensitive_mask": encode_mask(sensitive),
-        "storage_format": storage.STORAGE_FORMAT,
-        "avatar_mask": encode_mask(avatar),
+        **encode_anonymized_clip(frames, sensitive, fps=fps, **quality),
+        "avatar_mask": encode_mask(stored_avatar, block=storage.AVATAR_MASK_BLOCK),
     }
 
 
-def saved_bytes(rows, features) -> int:
+def format2_row(frames, sensitive, avatar, fps):
+    """What the anonymizer wrote before (format 2): the layer in mp4 with x264's default B-frames,
+    masks packed per pixel (the composite is format 3's, which lacks only the muxer's 37-byte
+    encoder tag)."""
+    row = format3_row(frames, sensitive, avatar, fps)
+    layer = storage.avatar_layer(frames, decode_mask(row["sensitive_mask"]))
+    options = {"fps": fps, "lossless": False, "preset": storage.DEFAULT_PRESET, "strip_metadata": True}
+    layer_bytes = encode_video(
+        storage._pad_even(layer), crf=storage.DEFAULT_LAYER_CRF, x264_params="mbtree=0:threads=1", **options
+    )
+    return {
+        **row,
+        "avatar_layer": {"path": None, "bytes": layer_bytes},
+        "sensitive_mask": encode_mask(decode_mask(row["sensitive_mask"])),
+        "storage_format": storage.MP4_LAYER_FORMAT,
+        "avatar_mask": encode_mask(decode_mask(row["avatar_mask"])),
+    }
+
+
+def saved_bytes(rows, features, keep=None) -> int:
+    """Bytes of every file `save_to_disk` writes (of the first `keep` rows; 0: the schema alone)."""
     import datasets
 
     with tempfile.TemporaryDirectory() as folder:
-        datasets.Dataset.from_list(rows, features=datasets.Features(features)).save_to_disk(folder)
+        dataset = datasets.Dataset.from_list(rows, features=datasets.Features(features))
+        dataset.select(range(len(rows) if keep is None else keep)).save_to_disk(folder)
         return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files)
 
 
@@ -158,19 +161,31 @@ def errors(decoded, frames, sensitive) -> dict:
     return out
 
 
+def arrow_overhead(rows, features) -> tuple[float, float]:
+    """(bytes per row, bytes once per dataset) that `save_to_disk` adds to the stored columns' bytes:
+    from the dataset of the first row and of all rows."""
+    extra = [
+        saved_bytes(rows, features, keep=k) - sum(column_bytes(r, c) for r in rows[:k] for c in STORED_COLUMNS)
+        for k in (1, len(rows))
+    ]
+    per_row = (extra[1] - extra[0]) / max(len(rows) - 1, 1)
+    return per_row, extra[0] - per_row
+
+
 STORED_COLUMNS = ("video", "avatar_layer", "sensitive_mask", "avatar_mask")
 
 
 def column_bytes(row, column) -> int:
-    return len(row[column]["packed"] if "packed" in row[column] else row[column]["bytes"])
+    value = row[column]
+    return len(value if isinstance(value, bytes) else value["packed"] if "packed" in value else value["bytes"])
 
 
 def bench_group(title, clips) -> None:
     n = len(clips)
     writers = {
         "format 1 (lossless)": format1_row,
-        "format 2 before (exact masks, SEI)": format2_before_row,
-        "format 2 now": format2_row,
+        "format 2 (before: mp4 layer, masks per pixel)": format2_row,
+        "format 3 now": format3_row,
     }
     rows = {name: [] for name in writers}
     encode, read = dict.fromkeys(writers, 0.0), dict.fromkeys(writers, 0.0)
@@ -188,11 +203,12 @@ def bench_group(title, clips) -> None:
         public_read += timed(read_anonymized_clip, row, public_only=True)[1]
         data, plain = reference(frames, fps)
         ref_bytes += len(data)
-        ref_plain_bytes += len(encode_video(storage._pad_even(frames), fps=fps, lossless=False, strip_sei=True))
+        ref_plain_bytes += len(encode_video(storage._pad_even(frames), fps=fps, lossless=False, strip_metadata=True))
         err2.append(errors(back, frames, decode_mask(row["sensitive_mask"])))
         err_ref.append(errors(plain, frames, decode_mask(row["sensitive_mask"])))
     f1 = {"video": video_feature(), "sensitive_mask": mask_feature(), "avatar_mask": mask_feature()}
-    f2 = {**storage_features(), "avatar_mask": mask_feature()}
+    f2 = {**storage_features(), "avatar_layer": video_feature(), "avatar_mask": mask_feature()}
+    f3 = {**storage_features(), "avatar_mask": mask_feature()}
     ref = ref_bytes / n
     public = np.mean([(~c[2]).mean() for c in clips])
     shapes = sorted({f"{c[1].shape[0]}x{c[1].shape[2]}x{c[1].shape[1]}" for c in clips})
@@ -206,7 +222,7 @@ def bench_group(title, clips) -> None:
         f"{'reference without its SEI string':42} | {ref_plain_bytes / n / 1e3:8.1f} | {ref_plain_bytes / ref_bytes:14.2f} |"
     )
     for name in writers:
-        saved = saved_bytes(rows[name], f1 if name.startswith("format 1") else f2) / n
+        saved = saved_bytes(rows[name], {"1": f1, "2": f2, "3": f3}[name[len("format ")]]) / n
         parts = [
             sum(column_bytes(r, c) for r in rows[name]) / n / ref if c in rows[name][0] else 0 for c in STORED_COLUMNS
         ]
@@ -215,20 +231,26 @@ def bench_group(title, clips) -> None:
             f"{1e3 * read[name] / n:8.1f} | " + " | ".join(f"{share:13.3f}x" for share in parts)
         )
     print(
-        f"{'format 2 now, public view (layer only)':42} | {'':>8} | {'':>14} | {'':>9} | {1e3 * public_read / n:8.1f} |"
+        f"{'format 3 now, public view (layer only)':42} | {'':>8} | {'':>14} | {'':>9} | {1e3 * public_read / n:8.1f} |"
     )
-    before, now = rows["format 2 before (exact masks, SEI)"], rows["format 2 now"]
+    old, now = "format 2 (before: mp4 layer, masks per pixel)", "format 3 now"
     print(
-        f"format 2 now vs before: encode {encode['format 2 now'] / encode['format 2 before (exact masks, SEI)']:.2f}x, "
-        f"read {read['format 2 now'] / read['format 2 before (exact masks, SEI)']:.2f}x the time; "
-        f"dataset files other than the columns: {(saved - sum(parts) * ref) / 1e3:.2f} KB per clip"
+        f"format 3 now vs format 2: encode {encode[now] / encode[old]:.2f}x, read {read[now] / read[old]:.2f}x the "
+        f"time; dataset files other than the columns: {(saved - sum(parts) * ref) / 1e3:.2f} KB per clip here"
     )
-    model_public(before, now)
+    per_row, fixed = arrow_overhead(rows[now], f3)
+    print(
+        f"  of which {fixed / 1e3:.2f} KB once per saved dataset (JSON files, Arrow schema and batch header) and "
+        f"{per_row:.0f} bytes per clip: a clip in a large dataset costs "
+        f"{(saved - fixed / n) / ref:.2f}x the lossy crf 18 encoding"
+    )
+    now = rows[now]
+    model_public([format3_row(*clip[1:], mask_block=1) for clip in clips], now)
     collator_difference(rows["format 1 (lossless)"], now)
     print(
         f"{'error vs anonymized frames (now)':34} | {'public MAE':>10} | {'PSNR':>5} | {'edge MAE':>8} | {'PSNR':>5} | {'sensitive MAE':>13} | {'PSNR':>5}"
     )
-    for label, errs in (("format 2 now, read back", err2), ("reference lossy crf 18", err_ref)):
+    for label, errs in (("format 3 now, read back", err2), ("reference lossy crf 18", err_ref)):
         cells = []
         for key in ("public", "edge", "sensitive"):
             mae = np.mean([e[key][0] for e in errs])
@@ -266,7 +288,7 @@ def collator_difference(rows1, rows2) -> None:
         )
     scale = 255 / 2  # VideoMAE normalization: 0-255 -> -1..1
     print(
-        f"model input (collator pixel_values), format 2 vs format 1: mean |difference| {scale * np.mean(full):.2f} "
+        f"model input (collator pixel_values), format 3 vs format 1: mean |difference| {scale * np.mean(full):.2f} "
         f"(full clip), {scale * np.mean(public):.2f} (public view), in 0-255 units"
     )
 
@@ -303,14 +325,15 @@ def sweep(title, clips) -> None:
         ("crf 23, layer crf 23", {"crf": 23}, {}),
         ("layer: grey fill, no edge fill", {}, {"edge_fill_radius": 0}),
         ("layer: edge fill radius 4", {}, {"edge_fill_radius": 4}),
-        ("layer: with mbtree (not a function of its input)", {}, {"x264_params": "mbtree=1"}),
+        ("layer: x264's default 3 B-frames", {}, {"x264_params": "mbtree=0:threads=1"}),
+        ("layer: with mbtree (not a function of its input)", {}, {"x264_params": "mbtree=1:bframes=8"}),
     ]
     reference_errors = []
     for label, quality, design in cases:
         total, seconds, errs, kept = 0, 0.0, [], []
         with layer_design(**design):
             for _, frames, sensitive, avatar, fps in clips:
-                row, t = timed(format2_row, frames, sensitive, avatar, fps, repeat=1, **quality)
+                row, t = timed(format3_row, frames, sensitive, avatar, fps, repeat=1, **quality)
                 total += sum(column_bytes(row, c) for c in STORED_COLUMNS)
                 seconds += t
                 stored = decode_mask(row["sensitive_mask"])
@@ -334,7 +357,7 @@ def print_psnr(label, ratio, ms, kept, errs) -> None:
 
 
 def picture(clip, path: str) -> None:
-    """An avatar edge, 4x enlarged: anonymized frame | format 2 read back with a grey layer fill |
+    """An avatar edge, 4x enlarged: anonymized frame | format 3 read back with a grey layer fill |
     with the edge fill (default) | |error| x 4 of the default (pixels the stored mask marks sensitive black)."""
     import cv2
     from scipy import ndimage

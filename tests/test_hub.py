@@ -20,6 +20,8 @@ import pytest
 
 datasets = pytest.importorskip("datasets")
 
+from storage_helpers import format2_row  # noqa: E402
+
 from hf_maskdp.hub import (  # noqa: E402
     PRIVACY_RECORD_FILE,
     load_anonymized_dataset,
@@ -29,7 +31,12 @@ from hf_maskdp.hub import (  # noqa: E402
     write_model_card,
 )
 from hf_maskdp.privacy.mask_checks import anonymizer_provenance  # noqa: E402
-from hf_maskdp.storage import encode_anonymized_clip, read_anonymized_clip, storage_features  # noqa: E402
+from hf_maskdp.storage import (  # noqa: E402
+    STORAGE_FORMAT,
+    encode_anonymized_clip,
+    read_anonymized_clip,
+    storage_features,
+)
 from hf_maskdp.video import encode_mask, encode_video, mask_feature, video_feature  # noqa: E402
 
 ALICE, BOB = "hf_alice_write", "hf_bob_write"
@@ -72,18 +79,18 @@ def _repo(name: str, user: str = "alice") -> str:
     return f"{user}/{name}-{uuid.uuid4().hex[:8]}"  # one session-wide server: unique names per test
 
 
-def _clips(n: int = 3, seed: int = 0, lossless: bool = False):
+def _clips(n: int = 3, seed: int = 0, storage_format: int = STORAGE_FORMAT):
     """Tiny anonymized-looking rows: random frames, masks, statuses (as the anonymizer writes them;
-    `lossless=True`: storage format 1, as it wrote them before)."""
+    `storage_format` 1 or 2: as it wrote them before)."""
     rng = np.random.default_rng(seed)
     frames = [rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8) for _ in range(n)]
     masks = [rng.random((4, 16, 16)) < 0.6 for _ in range(n)]
-    stored = [
-        {"video": {"path": f"clip{i}.mp4", "bytes": encode_video(frames[i])}, "sensitive_mask": encode_mask(masks[i])}
-        if lossless
-        else encode_anonymized_clip(frames[i], masks[i], mask_block=1)  # exact, so the tests can compare masks
-        for i in range(n)
-    ]
+    writers = {
+        1: lambda f, m: {"video": {"path": "clip.mp4", "bytes": encode_video(f)}, "sensitive_mask": encode_mask(m)},
+        2: lambda f, m: format2_row(f, m, mask_block=1),
+        3: lambda f, m: encode_anonymized_clip(f, m, mask_block=1),  # exact, so the tests can compare masks
+    }
+    stored = [writers[storage_format](frames[i], masks[i]) for i in range(n)]
     rows = [
         {
             **stored[i],
@@ -94,7 +101,11 @@ def _clips(n: int = 3, seed: int = 0, lossless: bool = False):
         }
         for i in range(n)
     ]
-    columns = {"video": video_feature(), "sensitive_mask": mask_feature()} if lossless else storage_features()
+    columns = {
+        1: {"video": video_feature(), "sensitive_mask": mask_feature()},
+        2: {**storage_features(), "avatar_layer": video_feature()},
+        3: storage_features(),
+    }[storage_format]
     features = datasets.Features(
         {
             **columns,
@@ -176,7 +187,7 @@ def test_malformed_masks_are_refused(tmp_path):
     )
     with pytest.raises(ValueError, match=r"row 1 'video' is \[4, 16, 16\] \(T, H, W\) but its mask is \[4, 8, 8\]"):
         push_anonymized_dataset(wrong_shape, _repo("wrong-shape"), token=ALICE)
-    # format 2: the avatar layer must fit the mask too
+    # formats 2 and 3: the avatar layer must fit the mask too (format 3's raw stream: its frames counted)
     small_layer = encode_anonymized_clip(np.zeros((4, 40, 40, 3), np.uint8), np.ones((4, 40, 40), bool))["avatar_layer"]
     wrong_layer = dataset.map(
         lambda row, i: {"avatar_layer": small_layer if i == 1 else row["avatar_layer"]}, with_indices=True
@@ -245,8 +256,8 @@ print("RESULT" + json.dumps(out))
         "`no_person`: 1, `ok`: 1, `partial`: 1",
         "non-commercial",
         "MaskDPTrainer",
-        "Storage format 2 (3 clips)",
-        "H.264 yuv420p at crf 18 and `avatar_layer` at crf 23, preset veryfast",
+        "Storage format 3 (3 clips)",
+        "H.264 yuv420p in mp4 at crf 18 and `avatar_layer` at crf 23 as a raw H.264 stream (binary), preset veryfast",
         "hf_maskdp.read_anonymized_clip",
         f'load_anonymized_dataset("{repo_id}"',
     ):
@@ -288,20 +299,22 @@ def test_private_push_into_an_existing_public_repo_is_refused(hub):
 def test_card_states_how_the_mask_was_rounded():
     from hf_maskdp.hub import dataset_card
 
-    summary = {"clips": 2, "frames": 8, "splits": {"train": 2}, "storage_formats": {2: 2}}
+    summary = {"clips": 2, "frames": 8, "splits": {"train": 2}, "storage_formats": {3: 2}}
     rounded = "`sensitive_mask` is rounded out to 2x2-pixel tiles"
     assert rounded in dataset_card("a/b", {**ANONYMIZER, "mask_block": 2}, summary).content
     for info in ({**ANONYMIZER, "mask_block": 1}, ANONYMIZER):  # exact, or written before mask_block existed
         assert "rounded out" not in dataset_card("a/b", info, summary).content
 
 
-@pytest.mark.parametrize("lossless", [False, True], ids=["format-2", "format-1-lossless"])
-def test_local_save_to_disk_round_trip(tmp_path, caplog, lossless):
-    dataset, masks = _clips(2, lossless=lossless)
+@pytest.mark.parametrize("storage_format", [3, 2, 1])
+def test_local_save_to_disk_round_trip(tmp_path, caplog, storage_format):
+    dataset, masks = _clips(2, storage_format=storage_format)
     datasets.DatasetDict({"train": dataset}).save_to_disk(tmp_path / "dd")
     with caplog.at_level(logging.INFO, logger="hf_maskdp.hub"):
         loaded = load_anonymized_dataset(str(tmp_path / "dd"), split="train")
-    assert ("storage format 1 (lossless video" in caplog.text) == lossless  # a one-line note for old datasets
+    notes = [line for line in caplog.text.splitlines() if "storage format" in line]  # one line for old formats
+    assert len(notes) == (storage_format != 3)
+    assert all(f"storage format {storage_format} (" in note for note in notes)
     assert loaded[1]["avatar_mask"].dtype == bool
     np.testing.assert_array_equal(loaded[1]["avatar_mask"], ~masks[1])
     assert loaded[1]["video"]["bytes"] == dataset[1]["video"]["bytes"]

@@ -14,6 +14,7 @@ datasets = pytest.importorskip("datasets")
 
 from hf_maskdp.hub import load_anonymized_dataset, write_model_card  # noqa: E402
 from hf_maskdp.privacy.mask_checks import anonymizer_provenance, check_masks  # noqa: E402
+from hf_maskdp.storage import cover_blocks  # noqa: E402
 from hf_maskdp.training.trainer import MaskDPTrainer  # noqa: E402
 from hf_maskdp.video import encode_mask, encode_video, mask_feature, video_feature  # noqa: E402
 
@@ -75,6 +76,25 @@ def test_public_outside_the_avatar_is_found_on_the_packed_bits():
         "avatar_mask": encode_mask(np.ones(shape, bool)),
     }
     assert check_masks([row, everything]).fully_public == [1]
+
+
+def test_masks_packed_per_tile_are_checked_the_same_way():
+    shape = (2, 9, 13)  # partial tiles at the right and bottom edges
+    sensitive = np.ones(shape, bool)
+    sensitive[:, 2:6, 4:8] = False
+    avatar = cover_blocks(~sensitive, 4)  # as the anonymizer stores it: rounded out, one bit per tile
+    row = {
+        "video": np.zeros((*shape, 3), np.uint8),
+        "sensitive_mask": encode_mask(sensitive, block=2),
+        "avatar_mask": encode_mask(avatar, block=4),
+        "provenance": anonymizer_provenance(),
+    }
+    assert check_masks([row]).rows == 1
+    forged = sensitive.copy()
+    forged[1, 8, 12] = False  # one public pixel in a corner no avatar tile covers
+    with pytest.raises(ValueError, match=r"1 of 1 rows \(rows 0\) have public pixels outside 'avatar_mask'"):
+        check_masks([{**row, "sensitive_mask": encode_mask(forged)}])
+    assert check_masks([{**row, "sensitive_mask": encode_mask(np.ones(shape, bool), block=2)}]).fully_public == []
 
 
 def test_forged_masks_are_refused_by_the_loader_naming_the_rows(tmp_path):

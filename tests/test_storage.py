@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
+from storage_helpers import format2_row
 
 import hf_maskdp
 from hf_maskdp.storage import (
     DEFAULT_MASK_BLOCK,
     LAYER_FILL,
-    LAYER_X264_PARAMS,
     STORAGE_FORMAT,
     _pad_even,
     avatar_layer,
@@ -23,7 +23,15 @@ from hf_maskdp.storage import (
     encode_anonymized_clip,
     read_anonymized_clip,
 )
-from hf_maskdp.video import decode_mask, encode_mask, encode_video, load_video_frames, mask_feature, video_feature
+from hf_maskdp.video import (
+    decode_mask,
+    encode_mask,
+    encode_video,
+    load_video_frames,
+    mask_feature,
+    video_feature,
+    video_shape,
+)
 
 
 def _smooth_clip(shape, seed=0):
@@ -46,7 +54,7 @@ def _avatar_mask(shape):
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
-    shape=st.tuples(st.integers(1, 4), st.integers(1, 40), st.integers(1, 40)),
+    shape=st.tuples(st.integers(1, 10), st.integers(1, 40), st.integers(1, 40)),  # up to 10: B-frame groups
     density=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]),
     block=st.sampled_from([1, 2, 3]),
 )
@@ -59,7 +67,8 @@ def test_public_pixels_read_back_do_not_depend_on_sensitive_pixels(seed, shape, 
     other = frames.copy()  # differ on pixels sensitive in the stored mask only (the layer may read no other)
     other[stored] = rng.integers(0, 256, (int(stored.sum()), 3), dtype=np.uint8)
     a, b = encode_anonymized_clip(frames, mask, mask_block=block), encode_anonymized_clip(other, mask, mask_block=block)
-    assert a["avatar_layer"]["bytes"] == b["avatar_layer"]["bytes"]  # the layer's encoder saw the same input
+    assert a["avatar_layer"] == b["avatar_layer"]  # the layer's encoder saw the same input
+    assert a["sensitive_mask"] == b["sensitive_mask"] and a["sensitive_mask"]["block"] == block
     frames_a, mask_a = read_anonymized_clip(a)
     frames_b, mask_b = read_anonymized_clip(b)
     assert frames_a.shape == frames_b.shape == (*shape, 3) and frames_a.dtype == np.uint8
@@ -92,13 +101,20 @@ def test_round_trip_is_close_lossy_h264_and_keeps_shape(shape):
     frames, mask = _smooth_clip(shape), _avatar_mask(shape)
     row = hf_maskdp.encode_anonymized_clip(frames, mask, fps=12.5)
     assert sorted(row) == ["avatar_layer", "sensitive_mask", "storage_format", "video"]
-    assert row["storage_format"] == STORAGE_FORMAT and row["video"]["path"] is None
-    for column in ("video", "avatar_layer"):
-        with av.open(io.BytesIO(row[column]["bytes"])) as container:  # what the Hub viewer and browsers play
-            stream = container.streams.video[0]
+    assert row["storage_format"] == STORAGE_FORMAT == 3 and row["video"]["path"] is None
+    assert isinstance(row["avatar_layer"], bytes)  # a raw H.264 stream: no container, nobody watches the layer
+    for data, container in ((row["video"]["bytes"], None), (row["avatar_layer"], "h264")):
+        with av.open(io.BytesIO(data), format=container) as opened:  # the composite: what browsers play
+            stream = opened.streams.video[0]
             assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
             assert (stream.height, stream.width) == (shape[1] + shape[1] % 2, shape[2] + shape[2] % 2)  # padded to even
-            assert float(stream.average_rate) == 12.5
+            assert opened.format.name == ("h264" if container else "mov,mp4,m4a,3gp,3g2,mj2")
+            assert container or float(stream.average_rate) == 12.5
+    assert video_shape(row["avatar_layer"], container="h264") == (
+        shape[0],
+        shape[1] + shape[1] % 2,
+        shape[2] + shape[2] % 2,
+    )
     back, back_mask = hf_maskdp.read_anonymized_clip(row)
     assert back.shape == frames.shape and back.dtype == np.uint8
     np.testing.assert_array_equal(back_mask, cover_blocks(mask, DEFAULT_MASK_BLOCK))
@@ -137,16 +153,13 @@ def test_quality_knobs():
     frames, mask = _smooth_clip(shape), _avatar_mask(shape)
     fine = encode_anonymized_clip(frames, mask, crf=10, layer_crf=10)
     coarse = encode_anonymized_clip(frames, mask, crf=35, layer_crf=35, preset="ultrafast")
-    for column in ("video", "avatar_layer"):
-        assert len(coarse[column]["bytes"]) < len(fine[column]["bytes"])
+    assert len(coarse["video"]["bytes"]) < len(fine["video"]["bytes"])
+    assert len(coarse["avatar_layer"]) < len(fine["avatar_layer"])
     errors = [np.abs(read_anonymized_clip(row)[0].astype(int) - frames) for row in (fine, coarse)]
     assert errors[0][mask].mean() < errors[1][mask].mean() and errors[0][~mask].mean() < errors[1][~mask].mean()
     layer_only = encode_anonymized_clip(frames, mask, crf=10, layer_crf=35)
     assert layer_only["video"]["bytes"] == fine["video"]["bytes"]
-    assert (
-        layer_only["avatar_layer"]["bytes"]
-        == encode_anonymized_clip(frames, mask, layer_crf=35)["avatar_layer"]["bytes"]
-    )
+    assert layer_only["avatar_layer"] == encode_anonymized_clip(frames, mask, layer_crf=35)["avatar_layer"]
     with pytest.raises(ValueError, match=r"layer_crf=-1: choose an integer in \[0, 51\]"):
         encode_anonymized_clip(frames, mask, layer_crf=-1)
     with pytest.raises(ValueError, match=r"crf=60: choose an integer in \[0, 51\]"):
@@ -177,7 +190,7 @@ def test_bad_rows_get_clear_errors():
     with pytest.raises(ValueError, match=r"sensitive_mask has shape \[4, 16, 8\] but the frames are \[4, 16, 16\]"):
         encode_anonymized_clip(frames, mask[..., :8])
     row = encode_anonymized_clip(frames, mask)
-    with pytest.raises(ValueError, match="storage_format 7 is unknown.*upgrade hf_maskdp"):
+    with pytest.raises(ValueError, match=r"storage_format 7 is unknown to this hf_maskdp \(it reads 1, 2 and 3\)"):
         read_anonymized_clip({**row, "storage_format": 7})
     with pytest.raises(ValueError, match="'avatar_layer' is None"):
         read_anonymized_clip({**row, "avatar_layer": None})
@@ -200,7 +213,7 @@ def test_rows_survive_a_saved_dataset(tmp_path):
     features = datasets.Features(
         {**storage_features(), "avatar_mask": mask_feature(), "label": datasets.Value("int64")}
     )
-    assert features["video"] == features["avatar_layer"] == video_feature()
+    assert features["video"] == video_feature() and features["avatar_layer"] == datasets.Value("binary")
     datasets.Dataset.from_list([row], features=features).save_to_disk(tmp_path / "ds")
     loaded = datasets.load_from_disk(str(tmp_path / "ds"))[0]
     for expected, got in zip(read_anonymized_clip(row), read_anonymized_clip(loaded)):
@@ -229,23 +242,31 @@ def test_mask_block_rounds_the_mask_out_never_in():
         hf_maskdp.AnonymizerConfig(mask_block=0)
 
 
-def test_videos_carry_no_x264_settings_string_and_older_rows_still_read():
+def test_videos_carry_no_x264_settings_string_nor_encoder_tag():
     shape = (4, 32, 48)
     frames, mask = _smooth_clip(shape), _avatar_mask(shape)
-    row = encode_anonymized_clip(frames, mask, mask_block=1)
-    assert all(b"x264 - core" not in row[column]["bytes"] for column in ("video", "avatar_layer"))
-    # a format-2 row as written before (x264's SEI kept, exact mask): same columns, read the same way
-    options = {"lossless": False, "preset": "veryfast"}
-    older = {
-        **row,
-        "video": {"path": None, "bytes": encode_video(_pad_even(frames), crf=18, **options)},
-        "avatar_layer": {
-            "path": None,
-            "bytes": encode_video(
-                _pad_even(avatar_layer(frames, mask)), crf=23, x264_params=LAYER_X264_PARAMS, **options
-            ),
-        },
-    }
-    assert b"x264 - core" in older["avatar_layer"]["bytes"]
-    for got, expected in zip(read_anonymized_clip(older), read_anonymized_clip(row)):
-        np.testing.assert_array_equal(got, expected)  # SEI is metadata: the same pixels decode
+    row = encode_anonymized_clip(frames, mask)
+    assert b"x264 - core" not in row["video"]["bytes"] and b"x264 - core" not in row["avatar_layer"]
+    assert b"Lavf" not in row["video"]["bytes"]  # the muxer's encoder tag
+    kept = encode_video(_pad_even(frames), lossless=False)
+    assert b"x264 - core" in kept and b"Lavf" in kept
+    np.testing.assert_array_equal(load_video_frames(row["video"]), load_video_frames(kept))  # metadata only
+
+
+@pytest.mark.parametrize("mask_block", [1, 2])
+def test_format_2_rows_still_read_their_public_pixels_from_their_own_layer(mask_block):
+    shape = (6, 33, 48)
+    frames, mask = _smooth_clip(shape), _avatar_mask(shape)
+    older = format2_row(frames, mask, mask_block)
+    assert "block" not in older["sensitive_mask"] and b"x264 - core" in older["avatar_layer"]["bytes"]
+    back, back_mask = read_anonymized_clip(older)
+    stored = cover_blocks(mask, mask_block)
+    np.testing.assert_array_equal(back_mask, stored)
+    layer = load_video_frames(older["avatar_layer"])[:, : shape[1]]
+    np.testing.assert_array_equal(back[~stored], layer[~stored])  # public pixels: format 2's mp4 layer, exactly
+    composite = load_video_frames(older["video"])[:, : shape[1]]
+    np.testing.assert_array_equal(back[stored], composite[stored])
+    public, _ = read_anonymized_clip(older, public_only=True)
+    np.testing.assert_array_equal(public[~stored], layer[~stored])
+    now = read_anonymized_clip(encode_anonymized_clip(frames, mask, mask_block=mask_block))[0]
+    assert np.abs(now.astype(int) - back).mean() < 2  # the same clip, within the codecs' error

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from hf_maskdp.storage import cover_blocks
 from hf_maskdp.video import (
     decode_mask,
     encode_mask,
@@ -95,11 +96,27 @@ def test_missing_file_names_the_path(tmp_path):
 
 
 @settings(max_examples=40, deadline=None)
-@given(arrays(np.bool_, st.tuples(st.integers(1, 4), st.integers(1, 17), st.integers(1, 23))))
-def test_mask_round_trip_is_exact(mask):
-    encoded = encode_mask(mask)
-    assert encoded["shape"] == list(mask.shape)
+@given(
+    arrays(np.bool_, st.tuples(st.integers(1, 4), st.integers(1, 17), st.integers(1, 23))),
+    st.sampled_from([1, 2, 3, 16]),
+)
+def test_mask_round_trip_is_exact(mask, block):
+    mask = cover_blocks(mask, block)  # constant on its tiles, as the anonymizer stores it
+    encoded = encode_mask(mask, block=block)
+    assert encoded["shape"] == list(mask.shape) and encoded["block"] == block
     np.testing.assert_array_equal(decode_mask(encoded), mask)
+    if block > 1 and not mask.all() and mask.any():
+        assert len(encoded["packed"]) <= len(encode_mask(mask)["packed"])
+
+
+def test_masks_packed_per_tile_refuse_masks_that_are_not_and_old_masks_read_per_pixel():
+    mask = np.zeros((2, 6, 6), bool)
+    mask[0, 1, 1] = True  # one pixel of a 2x2 tile
+    with pytest.raises(ValueError, match=r"not constant on 2x2 tiles: round it out first .*cover_blocks"):
+        encode_mask(mask, block=2)
+    older = {key: value for key, value in encode_mask(mask).items() if key != "block"}  # written before `block`
+    np.testing.assert_array_equal(decode_mask(older), mask)
+    np.testing.assert_array_equal(decode_mask({**older, "block": None}), mask)  # Arrow fills a missing field so
 
 
 def test_masks_survive_a_dataset_round_trip(tmp_path):
@@ -131,6 +148,8 @@ def test_mask_is_compact():
         ({"shape": [2, 3], "packed": b""}, "not \\(T, H, W\\)"),
         ({"shape": [1, 4, 4], "packed": b"junk"}, "not packbits"),
         ({"shape": [1, 40, 40], "packed": __import__("zlib").compress(b"\x00")}, "do not fit"),
+        ({"shape": [1, 40, 40], "packed": __import__("zlib").compress(b"\x00" * 200), "block": 2}, "in 2x2 tiles"),
+        ({"shape": [1, 4, 4], "packed": __import__("zlib").compress(b"\x00" * 2), "block": 0}, "block 0"),
         (np.full((2, 3, 3), 7), "boolean"),
         (np.zeros((3,), bool), "shape"),
         (None, "no mask"),

@@ -292,7 +292,7 @@ class AvatarAnonymizer:
                 preset=self.config.preset,
                 mask_block=self.config.mask_block,
             ),
-            "avatar_mask": encode_mask(cover_blocks(result.avatar_mask, AVATAR_MASK_BLOCK)),
+            "avatar_mask": encode_mask(cover_blocks(result.avatar_mask, AVATAR_MASK_BLOCK), block=AVATAR_MASK_BLOCK),
             "anonymization": result.status,
             "num_people": result.num_people,
             PROVENANCE_COLUMN: self._provenance(),

@@ -164,7 +164,7 @@ def _bits(value: Any, column: str) -> tuple[tuple[int, ...], np.ndarray]:
 
     if value is None:
         raise ValueError(f"no '{column}'")
-    if isinstance(value, dict) and "packed" in value and "shape" in value:
+    if isinstance(value, dict) and "packed" in value and "shape" in value and value.get("block") in (None, 1):
         shape = tuple(int(s) for s in value["shape"])
         try:
             bits = np.frombuffer(zlib.decompress(value["packed"]), dtype=np.uint8)
@@ -174,7 +174,7 @@ def _bits(value: Any, column: str) -> tuple[tuple[int, ...], np.ndarray]:
             raise ValueError(f"malformed '{column}': {bits.size} packed bytes do not fit shape {list(shape)}")
         return shape, bits
     try:
-        mask = decode_mask(value)  # an array (a dataset with decoded masks, or rows built by hand)
+        mask = decode_mask(value)  # packed per tile, or an array (decoded masks, or rows built by hand)
     except ValueError as err:
         raise ValueError(f"malformed '{column}' ({err})") from None
     return mask.shape, np.packbits(mask, axis=None)
