@@ -19,9 +19,8 @@ Storage format 3 (what `encode_anonymized_clip` writes):
 Both videos are written without x264's SEI settings string (about 650 bytes each, a tenth of a
 small clip's bytes) and the composite without the muxer's encoder tag: nothing a decoder reads.
 
-Storage format 2 (before): the same, with the layer in mp4 (a `datasets.Video` value, encoded
-with x264's default B-frames) and masks packed per pixel. Its rows still load and read the same
-way. Storage format 1 (before that): `video` is lossless RGB H.264 (crf 0) and public pixels
+Storage format 2 (before): the same pixels, with the layer in mp4 (a `datasets.Video` value)
+and the mask packed per pixel. Its rows still load and read the same way. Storage format 1 (before that): `video` is lossless RGB H.264 (crf 0) and public pixels
 are read from it (they decode exactly as rendered). Rows without a `storage_format` column are
 format 1; they still load; they are 4-20x larger (docs/benchmarks.md).
 
@@ -39,9 +38,8 @@ memory it did not write, which may have held real pixels). Hypothesis found such
 300 examples; with `mbtree=0` none in 4500. Without mbtree, two runs in about 20 of the test file
 on a heavily loaded machine still gave different layer bytes, which points at thread timing; one
 encoder thread removes that. The layer is therefore encoded with `mbtree=0:threads=1`
-(`LAYER_X264_PARAMS`; `bframes=8` there lets a mostly flat layer predict from further ahead,
-4 % fewer bytes), and tests/test_storage.py checks that two clips differing only in sensitive
-pixels give byte-identical layers. The composite keeps x264's defaults (it is read only where
+(`LAYER_X264_PARAMS`), and tests/test_storage.py checks that two clips differing only in
+sensitive pixels give byte-identical layers. The composite keeps x264's defaults (it is read only where
 `m = 1`, where anything goes).
 
 yuv420p needs even sizes: odd-sized frames are padded by one row/column (repeating the last one)
@@ -69,9 +67,7 @@ DEFAULT_LAYER_CRF = 23  # public pixels still closer to the render than one crf-
 DEFAULT_MASK_BLOCK = 2  # sensitive_mask rounded out to 2x2 tiles: half its bytes (docs/benchmarks.md)
 AVATAR_MASK_BLOCK = 16  # the stored avatar_mask, rounded out likewise: it is only checked against (public ⊆ avatar)
 DEFAULT_PRESET = "veryfast"  # slower presets saved 1-3 % of the bytes at 2-3x the encode time
-LAYER_X264_PARAMS = (
-    "mbtree=0:threads=1:bframes=8"  # the layer's bytes must be a function of its frames: module docstring
-)
+LAYER_X264_PARAMS = "mbtree=0:threads=1"  # the layer's bytes must be a function of its frames: module docstring
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 

@@ -9,8 +9,8 @@ from hf_maskdp.video import encode_mask, encode_video
 
 
 def format2_row(frames: np.ndarray, mask: np.ndarray, mask_block: int = 2) -> dict:
-    """A storage-format-2 row as the anonymizer wrote it: the layer in mp4 (x264's default B-frames
-    and SEI), masks packed per pixel, no `block` in the mask value."""
+    """A storage-format-2 row as the anonymizer wrote it: the layer in mp4 (with x264's SEI), masks
+    packed per pixel, no `block` in the mask value."""
     stored = cover_blocks(mask, mask_block)
     layer = encode_video(
         _pad_even(avatar_layer(frames, stored)), lossless=False, crf=23, x264_params="mbtree=0:threads=1"
