@@ -20,9 +20,10 @@ Both videos are written without x264's SEI settings string (about 650 bytes each
 small clip's bytes) and the composite without the muxer's encoder tag: nothing a decoder reads.
 
 Storage format 2 (before): the same pixels, with the layer in mp4 (a `datasets.Video` value)
-and the mask packed per pixel. Its rows still load and read the same way. Storage format 1 (before that): `video` is lossless RGB H.264 (crf 0) and public pixels
-are read from it (they decode exactly as rendered). Rows without a `storage_format` column are
-format 1; they still load; they are 4-20x larger (docs/benchmarks.md).
+and the mask packed per pixel; its rows still load and read the same way. Storage format 1
+(before that): `video` is lossless RGB H.264 (crf 0) and public pixels are read from it (they
+decode exactly as rendered). Rows without a `storage_format` column are format 1; they still
+load; they are 4-20x larger (docs/benchmarks.md).
 
 `read_anonymized_clip` composes `where(mask, composite, layer)`: sensitive pixels from the
 composite, public pixels from the layer. The layer's encoder never sees a real pixel (its input
@@ -39,8 +40,8 @@ memory it did not write, which may have held real pixels). Hypothesis found such
 on a heavily loaded machine still gave different layer bytes, which points at thread timing; one
 encoder thread removes that. The layer is therefore encoded with `mbtree=0:threads=1`
 (`LAYER_X264_PARAMS`), and tests/test_storage.py checks that two clips differing only in
-sensitive pixels give byte-identical layers. The composite keeps x264's defaults (it is read only where
-`m = 1`, where anything goes).
+sensitive pixels give byte-identical layers. The composite keeps x264's defaults (it is read
+only where `m = 1`, where anything goes).
 
 yuv420p needs even sizes: odd-sized frames are padded by one row/column (repeating the last one)
 before encoding and cropped back to the mask's shape when reading.
@@ -215,8 +216,9 @@ def storage_format(row: dict) -> int:
 def stored_shape_problem(row: dict, mask_shape: tuple, video_shape, video_column: str = "video") -> str | None:
     """Why the stored videos of `row` do not fit its mask of `mask_shape` (None when they do).
 
-    `video_shape(value, container=None) -> (T, H, W)` reads a video's shape (`hf_maskdp.video.video_shape` reads
-    the container header without decoding)."""
+    `video_shape(value, container=None) -> (T, H, W)` reads a video's shape
+    (`hf_maskdp.video.video_shape` reads the container header, or counts a raw stream's frames,
+    without decoding)."""
     version = storage_format(row)
     expected = tuple(mask_shape) if version == LOSSLESS_FORMAT else stored_frame_shape(mask_shape)
     columns = (video_column,) if version == LOSSLESS_FORMAT else (video_column, LAYER_COLUMN)

@@ -167,7 +167,7 @@ def encode_video(
     strip_metadata: bool = False,
     container: str = "mp4",
 ) -> bytes:
-    """Encode frames `(T, H, W, 3)` uint8 as H.264 in mp4; return the bytes.
+    """Encode frames `(T, H, W, 3)` uint8 as H.264 in mp4 (or a raw stream); return the bytes.
 
     `lossless=True`: RGB H.264 with crf 0, so decoding gives back exactly `frames` (storage
     format 1, see `hf_maskdp.storage`); odd sizes are fine. `lossless=False`: ordinary yuv420p
@@ -247,7 +247,8 @@ def encode_mask(mask: Any, block: int = 1) -> dict:
             f"mask is not constant on {block}x{block} tiles: round it out first (hf_maskdp.storage.cover_blocks) "
             "or pass block=1"
         )
-    packed = zlib.compress(np.packbits(tiles, axis=None).tobytes(), 9)
+    level = 9 if block > 1 else 6  # 9: 10 % smaller, twice the time; tiles are block² times fewer bits to pack
+    packed = zlib.compress(np.packbits(tiles, axis=None).tobytes(), level)
     return {"shape": [int(s) for s in arr.shape], "packed": packed, "block": int(block)}
 
 
