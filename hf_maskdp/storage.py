@@ -53,7 +53,16 @@ from typing import Any
 
 import numpy as np
 
-from hf_maskdp.video import decode_mask, encode_mask, encode_video, load_video_frames, mask_feature, video_feature
+from hf_maskdp.video import (
+    decode_mask,
+    encode_mask,
+    encode_video,
+    expand_tiles,
+    load_video_frames,
+    mask_feature,
+    reduce_tiles,
+    video_feature,
+)
 
 STORAGE_FORMAT = 3  # what encode_anonymized_clip writes
 MP4_LAYER_FORMAT = 2  # the layer in mp4, masks packed per pixel (read as before)
@@ -137,10 +146,7 @@ def cover_blocks(mask: np.ndarray, block: int) -> np.ndarray:
     """
     if block == 1:
         return mask
-    t, h, w = mask.shape
-    tiles = np.pad(mask, ((0, 0), (0, -h % block), (0, -w % block)))
-    tiles = tiles.reshape(t, tiles.shape[1] // block, block, tiles.shape[2] // block, block).any(axis=(2, 4))
-    return tiles.repeat(block, axis=1).repeat(block, axis=2)[:, :h, :w]
+    return expand_tiles(reduce_tiles(mask, block), block, mask.shape)
 
 
 def avatar_layer(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
