@@ -158,7 +158,9 @@ def test_quality_knobs():
     errors = [np.abs(read_anonymized_clip(row)[0].astype(int) - frames) for row in (fine, coarse)]
     assert errors[0][mask].mean() < errors[1][mask].mean() and errors[0][~mask].mean() < errors[1][~mask].mean()
     layer_only = encode_anonymized_clip(frames, mask, crf=10, layer_crf=35)
-    assert layer_only["video"]["bytes"] == fine["video"]["bytes"]
+    # the composite stays at crf 10 (compared decoded: its threaded encoder may vary bytes under load)
+    composites = [load_video_frames(row["video"]).astype(int) for row in (layer_only, fine, coarse)]
+    assert np.abs(composites[0] - composites[1]).mean() < 0.5 < np.abs(composites[2] - composites[1]).mean()
     assert layer_only["avatar_layer"] == encode_anonymized_clip(frames, mask, layer_crf=35)["avatar_layer"]
     with pytest.raises(ValueError, match=r"layer_crf=-1: choose an integer in \[0, 51\]"):
         encode_anonymized_clip(frames, mask, layer_crf=-1)
@@ -257,7 +259,8 @@ def test_videos_carry_no_x264_settings_string_nor_encoder_tag():
 def test_format_2_rows_still_read_their_public_pixels_from_their_own_layer(mask_block):
     shape = (6, 33, 48)
     frames, mask = _smooth_clip(shape), _avatar_mask(shape)
-    older = format2_row(frames, mask, mask_block)
+    now = encode_anonymized_clip(frames, mask, mask_block=mask_block)
+    older = {**format2_row(frames, mask, mask_block), "video": now["video"]}  # one composite: its encoder is threaded
     assert "block" not in older["sensitive_mask"] and b"x264 - core" in older["avatar_layer"]["bytes"]
     back, back_mask = read_anonymized_clip(older)
     stored = cover_blocks(mask, mask_block)
@@ -268,7 +271,6 @@ def test_format_2_rows_still_read_their_public_pixels_from_their_own_layer(mask_
     np.testing.assert_array_equal(back[stored], composite[stored])
     public, _ = read_anonymized_clip(older, public_only=True)
     np.testing.assert_array_equal(public[~stored], layer[~stored])
-    now = encode_anonymized_clip(frames, mask, mask_block=mask_block)
     for got, expected in zip(read_anonymized_clip(now), (back, back_mask)):
         np.testing.assert_array_equal(got, expected)  # format 3 changed containers and packing, not pixels
     assert len(now["avatar_layer"]) < len(older["avatar_layer"]["bytes"]) - 700  # no mp4 header and index, no SEI
