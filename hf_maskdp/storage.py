@@ -12,7 +12,7 @@ Storage format 3 (what `encode_anonymized_clip` writes):
   `mask_block` tiles (2; `cover_blocks`): every tile holding a sensitive pixel is all
   sensitive, so the stored mask is a superset of the anonymizer's, never a subset, and the
   layer is built from this stored mask. Packed with one bit per tile (`encode_mask(block=)`);
-  the blocky mask costs 2-4 % of the public pixels a 112-px model sees on real clips (19 % on
+  the blocky mask costs 2-7 % of the public pixels a 112-px model sees on real clips (19 % on
   tiny 112-px clips with thin limbs; docs/benchmarks.md); `mask_block=1` is exact.
 - `storage_format`: `3`.
 
