@@ -9,7 +9,8 @@ MaskDP protects what the mask marks sensitive and nothing else: a real pixel mar
    anonymizer config and the invariant below), written by `AvatarAnonymizer` on every row;
 2. the row keeps that **invariant**, `public ⊆ avatar`: no pixel outside `avatar_mask` is public,
    i.e. `~sensitive_mask & ~avatar_mask` is empty. Checked on the packed bits (`packbits+zlib`,
-   `hf_maskdp.video.encode_mask`) without decoding any video;
+   `hf_maskdp.video.encode_mask`; masks packed per tile are expanded to pixels first) without
+   decoding any video;
 3. the mask has its clip's shape (the container header, `hf_maskdp.video.video_shape`).
 
 `trust_masks=True` is the user's word that masks made some other way are right: it skips (1) and,
