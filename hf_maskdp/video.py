@@ -241,6 +241,8 @@ def encode_mask(mask: Any, block: int = 1) -> dict:
         arr = arr[None]
     if arr.ndim != 3:
         raise ValueError(f"mask must have shape (T, H, W); got {arr.shape}")
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+        raise ValueError(f"block={block!r}: choose an integer >= 1 (1 packs one bit per pixel)")
     tiles = reduce_tiles(arr, block) if block > 1 else arr
     if block > 1 and not np.array_equal(tiles, reduce_tiles(arr, block, "all")):
         raise ValueError(

@@ -114,6 +114,8 @@ def test_masks_packed_per_tile_refuse_masks_that_are_not_and_old_masks_read_per_
     mask[0, 1, 1] = True  # one pixel of a 2x2 tile
     with pytest.raises(ValueError, match=r"not constant on 2x2 tiles: round it out first .*cover_blocks"):
         encode_mask(mask, block=2)
+    with pytest.raises(ValueError, match=r"block=0: choose an integer >= 1"):
+        encode_mask(mask, block=0)
     older = {key: value for key, value in encode_mask(mask).items() if key != "block"}  # written before `block`
     np.testing.assert_array_equal(decode_mask(older), mask)
     np.testing.assert_array_equal(decode_mask({**older, "block": None}), mask)  # Arrow fills a missing field so
