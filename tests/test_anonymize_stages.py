@@ -267,7 +267,9 @@ def test_every_pixel_that_real_pixels_change_is_sensitive(supersample):
     camera = Camera.look_at(eye=(0, 0.0, 2.4), target=(0, 0.0, 0), width=96, height=96)
     render = MeshRenderer(96, 96, supersample).render([mesh], camera)
     assert set(np.unique(render.coverage * supersample**2).round(4)) <= set(range(supersample**2 + 1))
-    outputs = [composite(np.random.default_rng(seed).integers(0, 256, (96, 96, 3), np.uint8), render) for seed in (1, 2)]
+    outputs = [
+        composite(np.random.default_rng(seed).integers(0, 256, (96, 96, 3), np.uint8), render) for seed in (1, 2)
+    ]
     (frame_a, sensitive, avatar), (frame_b, sensitive_b, _) = outputs
     np.testing.assert_array_equal(sensitive, sensitive_b)
     assert (~sensitive).sum() > 500 and (avatar & sensitive).sum() > 100  # a body, with antialiased edges
