@@ -308,7 +308,7 @@ def _blend_skinning(model):
 
     mannequin-x transforms each vertex by each of its K joints and then blends the K results
     (8 ms a pose); blending each vertex's joint matrices first (one sparse product) and applying the
-    blend once gives the same vertices to float precision (tests/test_anonymize_stages.py) in under
+    blend once gives the same vertices to float precision (tests/test_body.py) in under
     1 ms. Reads the model's skinning arrays; None (use `model.vertices`) where this version has none."""
     import scipy.sparse
 

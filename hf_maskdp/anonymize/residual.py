@@ -22,9 +22,10 @@ the segmentation marks some pixel off the avatars at least faintly (`faint_segme
 tenth of its own threshold): every face found on the real footage lies on segmentation of 0.95 or
 more, while frames whose only person is under an avatar have nothing to look at. Hands are not
 gated so: the hand model also fires on a real person's legs at a frame edge where the
-segmentation sees nothing (docs/benchmarks.md, "Real footage"). An avatar's own edges are blurred by the 256x144 segmentation,
-so evidence within `avatar_margin` of an avatar counts as the avatar's; so does evidence on pixels
-the inpainter painted over (person-shaped smears of background, no real person).
+segmentation sees nothing (docs/benchmarks.md, "Real footage"). An avatar's own edges are blurred
+by the 256x144 segmentation, so evidence within `avatar_margin` of an avatar counts as the
+avatar's; so does evidence on pixels the inpainter painted over (person-shaped smears of
+background, no real person).
 """
 
 from __future__ import annotations
