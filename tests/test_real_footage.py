@@ -26,7 +26,8 @@ pytestmark = pytest.mark.timeout(600)
 DATA = Path(__file__).parent / "data"
 # clip: (people in it, statuses it may get). A clip that cannot be anonymized may fail in more than
 # one way, but a clip with more real people than avatars is never `ok`. one_person.mp4 may be withheld
-# wrongly: in one frame the residual check confirms a traffic cone at the top as a person.
+# wrongly: in one frame the residual check confirms a traffic cone at the top as a person (every rule
+# tried that rejects it also misses real people: docs/benchmarks.md, "Real footage").
 CLIPS = {
     "close_up_face.mp4": (1, ("ok",)),
     "partly_out_of_frame.mp4": (1, ("ok",)),
