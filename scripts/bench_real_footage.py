@@ -1,6 +1,7 @@
 """The anonymizer on the real clips in tests/data (320x240, 8 frames each; sources in tests/data/README.md).
 
     .venv/bin/python scripts/bench_real_footage.py [--repeats 3] [--baseline DIR]
+    .venv/bin/python scripts/bench_real_footage.py --clutter PATH/TO/vtest.avi [--stride 45]
 
 Per clip: status, people found vs present, and residual detections in a published clip (frames
 with a face, a hand or a pose-confirmed person segment off the avatars, inpainted pixels included,
@@ -10,7 +11,12 @@ frames per second, and CPU milliseconds per frame, which the load of other proce
 machine changes far less than wall time. Each measurement runs in a fresh process; with
 `--baseline DIR` (a folder holding another version's `hf_maskdp` package, e.g. from
 `git archive main hf_maskdp | tar -x -C DIR`) that version is measured too, alternating with this
-one, so both see the same load. Then the share of each stage.
+one, so both see the same load. Then the share of each stage, and two workers on the 2-core machine:
+the frames per second two cores give at the measured CPU time per frame, and two processes run at
+once (their wall time counts whatever else the machine runs; the load average is printed).
+
+`--clutter VIDEO` measures the residual check alone on many more clips: 8-frame crops of a longer
+video (the 480x360 copy of OpenCV's vtest.avi that tests/data was cut from), with no avatars.
 """
 
 from __future__ import annotations
@@ -59,6 +65,41 @@ def statuses() -> None:
     print("clips by status:", dict(counts))
 
 
+def clutter(video: str, stride: int) -> None:
+    """The residual check alone, with no avatars, on 8-frame crops of a longer street video cut as
+    tests/data cuts its clips (100x75 px, enlarged to 320x240): how many clips with people it withholds,
+    and how many without anyone (traffic cones, a tripod, a lamp: clutter) it withholds wrongly. People
+    are told from clutter by the difference to the video's median frame (moving things only: a person
+    standing still all along counts as clutter, so read a few false alarms with care)."""
+    import cv2
+    import numpy as np
+
+    from hf_maskdp.anonymize.residual import ResidualPersonCheck
+    from hf_maskdp.video import load_video_frames
+
+    source = load_video_frames(video)
+    background = np.median(source[::3], axis=0).astype(np.int16)
+    check, crop, size = ResidualPersonCheck(), (100, 75), (320, 240)
+    counts = Counter()
+    for start in range(0, len(source) - 8, stride):
+        for y in range(0, source.shape[1] - crop[1] + 1, 71):
+            for x in range(0, source.shape[2] - crop[0] + 1, 95):
+                window = source[start : start + 8, y : y + crop[1], x : x + crop[0]]
+                moving = np.abs(window.astype(np.int16) - background[y : y + crop[1], x : x + crop[0]]).max(-1) > 35
+                foreground = max(
+                    cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2))).sum() for m in moving
+                )
+                kind = "with people" if foreground >= 60 else "empty" if foreground < 5 else None
+                if kind is None:  # a few moving pixels: neither
+                    continue
+                frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_CUBIC) for f in window])
+                counts[kind] += 1
+                counts[kind, "withheld"] += check.check(frames, np.zeros(frames.shape[:3], bool)) is not None
+    print(f"\nresidual check without avatars on 8-frame crops of {Path(video).name} (every {stride}th start):")
+    for kind in ("with people", "empty"):
+        print(f"  clips {kind:12s} withheld {counts[kind, 'withheld']:4d} of {counts[kind]}")
+
+
 def speed() -> dict:
     """Both settings on all clips in this process: frames, wall and CPU seconds, seconds per stage."""
     import numpy as np
@@ -100,12 +141,19 @@ def speed() -> dict:
     return out
 
 
-def measure(package_dir: str, repeats: int) -> list[dict]:
+def measure(package_dir: str, workers: int = 1) -> list[dict]:
+    """One measurement in each of `workers` fresh processes running at the same time."""
     env = {**os.environ, "PYTHONPATH": package_dir}
     command = [sys.executable, __file__, "--speed-json"]
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for _ in range(workers)
+    ]
     runs = []
-    for _ in range(repeats):
-        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    for process in processes:
+        output, _ = process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"{command} in {package_dir} failed (exit {process.returncode})")
         runs.append(json.loads(output.strip().splitlines()[-1]))
     return runs
 
@@ -115,9 +163,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per version, alternating")
     parser.add_argument("--baseline", help="a folder with another version's hf_maskdp package, measured alongside")
     parser.add_argument("--speed-json", action="store_true", help=argparse.SUPPRESS)  # one measurement, for main
+    parser.add_argument(
+        "--clutter", metavar="VIDEO", help="only: the residual check on crops of this video (e.g. vtest.avi)"
+    )
+    parser.add_argument("--stride", type=int, default=45, help="--clutter: frames between clip starts")
     args = parser.parse_args()
     if args.speed_json:
         print(json.dumps(speed()))
+        return
+    if args.clutter:
+        clutter(args.clutter, args.stride)
         return
     statuses()
     versions = {"this version": str(Path(__file__).resolve().parent.parent)}
@@ -127,7 +182,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {version: [] for version in versions}
     for _ in range(args.repeats):  # alternate, so that both versions share the load of the moment
         for version, folder in versions.items():
-            runs[version] += measure(folder, 1)
+            runs[version] += measure(folder)
     print(
         f"\nend to end at 320x240, {args.repeats} fresh processes per version; load average {load:.1f} -> {os.getloadavg()[0]:.1f}"
     )
@@ -149,10 +204,24 @@ def main() -> None:
         total = sum(stages.values())
         shares = ", ".join(f"{stage} {seconds / total:.0%}" for stage, seconds in stages.most_common())
         print(f"  {version:12s} stages (share of wall time, residual check on): {shares}")
-    best = sum(r[SETTINGS[0]]["frames"] for r in runs["this version"]) / sum(
-        r[SETTINGS[0]]["wall"] for r in runs["this version"]
-    )
-    print(f"goal {GOAL_FPS:.0f} fps with the residual check: {'met' if best >= GOAL_FPS else 'NOT met'}")
+    # Two workers (`hf-maskdp anonymize --workers 2`) on the 2-core machine: the throughput two cores give
+    # at this CPU time per frame, and two processes measured at once (their wall time depends on the load).
+    for version, folder in versions.items():
+        measured = runs[version]
+        cpu_per_frame = sum(r[SETTINGS[0]]["cpu"] for r in measured) / sum(r[SETTINGS[0]]["frames"] for r in measured)
+        load = os.getloadavg()[0]
+        start = time.perf_counter()
+        both = measure(folder, workers=2)
+        wall = time.perf_counter() - start
+        frames = sum(run[key]["frames"] for run in both for key in (*SETTINGS, "long clip"))
+        print(
+            f"  {version:12s} 2 workers, residual check on: {2 / cpu_per_frame:5.1f} fps from CPU time (2 cores), "
+            f"{frames / wall:5.1f} fps measured (two processes at once, all settings, load average {load:.1f}"
+            f" -> {os.getloadavg()[0]:.1f})"
+        )
+        if version == "this version":
+            verdict = "met" if 2 / cpu_per_frame >= GOAL_FPS else "NOT met"
+            print(f"goal {GOAL_FPS:.0f} fps with the residual check on 2 cores (from CPU time): {verdict}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,26 @@ from hf_maskdp.video import encode_mask
 
 IMAGE, FRAMES = 16, 4
 
+# A privacy record as MaskDPTrainer saves it (tests of the record schema, cards and loading share it).
+MASKDP_RECORD = {
+    "privacy_mode": "maskdp",
+    "epsilon": 0.8731,
+    "delta": 1e-05,
+    "accountant": "rdp",
+    "noise_multiplier": 1.37,
+    "per_sample_clip_norm": 1.0,
+    "sample_rate": 0.125,
+    "steps": 24,
+    "epochs": 3.0,
+    "public_view": "fill",
+    "mask_column": "sensitive_mask",
+    "training_rows": 16,
+    "private_records": 16,
+    "world_size": 1,
+    "trust_masks": False,
+    "fully_public_records": 0,
+}
+
 
 def tiny_model(seed: int = 0, layers: int = 1) -> VideoMAEForVideoClassification:
     torch.manual_seed(seed)

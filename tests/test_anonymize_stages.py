@@ -256,6 +256,26 @@ def test_composite_public_pixels_are_the_render_bit_exactly():
     assert (frames[0][1, 1:5] != frames[1][1, 1:5]).any()  # the edge mixes in real pixels: sensitive
 
 
+@pytest.mark.parametrize("supersample", [2, 3])
+def test_every_pixel_that_real_pixels_change_is_sensitive(supersample):
+    """A real avatar rendered with 2x2 (the anonymizer's default) or 3x3 samples, over two different
+    backgrounds: every output pixel that differs between them is marked sensitive, at every edge."""
+    body = make_body_model("mannequin", seed=3)
+    body_pose = np.zeros((21, 3))
+    body_pose[JOINT["left_shoulder"] - 1] = [0, 0, 0.9]  # an arm out: thin parts, many edges
+    mesh, _ = body.pose(body_pose, transl=[0, -0.2, 0])
+    camera = Camera.look_at(eye=(0, 0.0, 2.4), target=(0, 0.0, 0), width=96, height=96)
+    render = MeshRenderer(96, 96, supersample).render([mesh], camera)
+    assert set(np.unique(render.coverage * supersample**2).round(4)) <= set(range(supersample**2 + 1))
+    outputs = [
+        composite(np.random.default_rng(seed).integers(0, 256, (96, 96, 3), np.uint8), render) for seed in (1, 2)
+    ]
+    (frame_a, sensitive, avatar), (frame_b, sensitive_b, _) = outputs
+    np.testing.assert_array_equal(sensitive, sensitive_b)
+    assert (~sensitive).sum() > 500 and (avatar & sensitive).sum() > 100  # a body, with antialiased edges
+    assert not ((frame_a != frame_b).any(-1) & ~sensitive).any()
+
+
 # ----------------------------------------------------------------------------- a rendered figure
 
 

@@ -90,6 +90,20 @@ def test_global_orient_turns_about_the_pelvis_and_transl_moves(body):
     )
 
 
+def test_fast_skinning_matches_the_mannequin_package():
+    """`pose` blends each vertex's joint matrices once (`_blend_skinning`); mannequin-x's own skinning gives
+    the same vertices, for a reshaped body in random poses."""
+    body = make_body_model("mannequin", appearance=Appearance.sample(np.random.default_rng(5)))
+    assert body._skinning is not None  # the fast path is taken with the installed mannequin-x
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        body_pose, orient = rng.normal(0, 0.5, (21, 3)).astype(np.float32), rng.normal(0, 1, 3).astype(np.float32)
+        mesh, _ = body.pose(body_pose, global_orient=orient, transl=[0.1, -0.2, 0.3])
+        parameters = {**body._model.rest_pose(), "body_pose": body_pose, "pelvis_rotation": orient}
+        parameters["global_translation"] = np.array([0.1, -0.2, 0.3], np.float32)
+        np.testing.assert_allclose(mesh.vertices, body._model.vertices(parameters), atol=1e-5)
+
+
 def test_appearance_sampling_is_seeded_and_varied():
     a = Appearance.sample(np.random.default_rng(3))
     assert a == Appearance.sample(np.random.default_rng(3))

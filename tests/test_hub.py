@@ -20,6 +20,7 @@ import pytest
 
 datasets = pytest.importorskip("datasets")
 
+from maskdp_helpers import MASKDP_RECORD  # noqa: E402
 from storage_helpers import format2_row  # noqa: E402
 
 from hf_maskdp.hub import (  # noqa: E402
@@ -46,22 +47,6 @@ ANONYMIZER = {
     "inpainter": "opencv-telea",
     "refiner": "none",
     "seed": 1234,
-}
-MASKDP_RECORD = {
-    "privacy_mode": "maskdp",
-    "epsilon": 0.8731,
-    "delta": 1e-05,
-    "accountant": "rdp",
-    "noise_multiplier": 1.37,
-    "per_sample_clip_norm": 1.0,
-    "sample_rate": 0.125,
-    "steps": 24,
-    "epochs": 3.0,
-    "public_view": "fill",
-    "mask_column": "sensitive_mask",
-    "training_rows": 16,
-    "private_records": 16,
-    "world_size": 1,
 }
 NONE_RECORD = {
     **MASKDP_RECORD,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+from maskdp_helpers import MASKDP_RECORD as RECORD
 
 from hf_maskdp import constants
 from hf_maskdp.cli import build_parser
@@ -29,24 +30,6 @@ SAVED_KEYS = [
     "trust_masks",
     "fully_public_records",
 ]
-RECORD = {
-    "privacy_mode": "maskdp",
-    "epsilon": 0.87,
-    "delta": 1e-5,
-    "accountant": "rdp",
-    "noise_multiplier": 1.37,
-    "per_sample_clip_norm": 1.0,
-    "sample_rate": 0.125,
-    "steps": 24,
-    "epochs": 3.0,
-    "public_view": "fill",
-    "mask_column": "sensitive_mask",
-    "training_rows": 16,
-    "private_records": 16,
-    "world_size": 1,
-    "trust_masks": False,
-    "fully_public_records": 0,
-}
 
 
 def test_field_names_are_the_saved_json_keys_and_round_trip():

@@ -86,6 +86,7 @@ class AnonymizerConfig:
     inpainter: str = "temporal"  # temporal background model with OpenCV fallback; or "opencv"
     seed: int = 0  # avatar looks: seed + person index + the (public) pose of that person
     max_people: int = 4  # people searched for per frame (mediapipe finds one per search)
+    supersample: int = 2  # render samples per pixel side: antialiased edges; 3 costs ~30 % more render CPU
     errors: str = "withhold"  # "withhold" | "keep" | "raise" (see the module docstring)
     max_gap: int = 5  # frames without a detection filled from their neighbours
     smoothing_sigma: float = 1.0  # temporal smoothing of landmarks, in frames; 0 = off
@@ -125,6 +126,8 @@ class AnonymizerConfig:
                 "downscale=True shrinks the frames but not the given poses (the avatar would miss "
                 "the person); scale the pose column yourself or use pose_source='mediapipe'"
             )
+        if self.supersample < 1:
+            raise ValueError(f"supersample={self.supersample}: render at least 1 sample per pixel")
         if self.max_people < 1:
             raise ValueError(f"max_people={self.max_people}: search for at least 1 person per frame")
         if not 0 <= self.min_fit_coverage <= 1:
@@ -447,7 +450,7 @@ class AvatarAnonymizer:
 
         height, width = shape[1:]
         if (width, height) not in self._renderers:
-            self._renderers[(width, height)] = MeshRenderer(width, height)
+            self._renderers[(width, height)] = MeshRenderer(width, height, self.config.supersample)
         camera = Camera(K=K, R=np.eye(3), t=np.zeros(3), width=width, height=height)
         return [self._renderers[(width, height)].render(people, camera) if people else None for people in meshes]
 

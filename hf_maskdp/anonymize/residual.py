@@ -14,12 +14,18 @@ left real, marked sensitive) makes the clip `residual_person: ...`, withheld by 
   so it is never relied on alone;
 - hands: mediapipe `hands` (lite model).
 
-All three models ship in the mediapipe 0.10.21 wheel. The check runs on every frame, at the
+All three models ship in the mediapipe 0.10.21 wheel. The check reads every frame, at the
 frame's own resolution (each model resizes to its own input size, 256x144 to 192x192, so a
-smaller copy would save nothing and lose small people); it never skips frames, since a person
-may be visible in one frame only. An avatar's own edges are blurred by the 256x144 segmentation,
-so evidence within `avatar_margin` of an avatar counts as the avatar's; so does evidence on pixels
-the inpainter painted over (person-shaped smears of background, no real person).
+smaller copy would save nothing and lose small people), since a person may be visible in one
+frame only. Segmentation and hands run on every frame; faces (5 ms a frame) only on frames where
+the segmentation marks some pixel off the avatars at least faintly (`faint_segmentation`, 0.05, a
+tenth of its own threshold): every face found on the real footage lies on segmentation of 0.95 or
+more, while frames whose only person is under an avatar have nothing to look at. Hands are not
+gated so: the hand model also fires on a real person's legs at a frame edge where the
+segmentation sees nothing (docs/benchmarks.md, "Real footage"). An avatar's own edges are blurred
+by the 256x144 segmentation, so evidence within `avatar_margin` of an avatar counts as the
+avatar's; so does evidence on pixels the inpainter painted over (person-shaped smears of
+background, no real person).
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class ResidualPersonCheck:
         min_hand_confidence: float = 0.5,
         min_uncovered: float = 0.25,
         close_up_face: float = 0.08,
+        faint_segmentation: float = 0.05,
     ):
         self.segmentation_threshold = segmentation_threshold
         self.min_area = min_area
@@ -71,6 +78,7 @@ class ResidualPersonCheck:
         self.min_hand_confidence = min_hand_confidence
         self.min_uncovered = min_uncovered
         self.close_up_face = close_up_face  # a face box above this fraction of the frame: a close-up
+        self.faint_segmentation = faint_segmentation  # check(): faces only where segmentation reaches this
         self.max_blobs = 4  # segmented blobs searched per frame, largest first
         self._models: tuple | None = None
         self._crops = None
@@ -107,8 +115,12 @@ class ResidualPersonCheck:
         return self._models
 
     @quiet_mediapipe_logs()
-    def evidence(self, frames: np.ndarray) -> list[Evidence]:
-        """Per frame, where the three detectors see a person (hand tracking starts afresh per call)."""
+    def evidence(self, frames: np.ndarray, covered: np.ndarray | None = None) -> list[Evidence]:
+        """Per frame, where the three detectors see a person (hand tracking starts afresh per call).
+
+        With `covered` (T, H, W bool: what `check` counts as the avatars'), faces are looked for only in
+        frames where the segmentation reaches `faint_segmentation` on some uncovered pixel (see the module
+        docstring); hands always."""
         from hf_maskdp.anonymize.pose import clear_tracking
 
         segmenter, face_detector, hand_detector = self._graphs()
@@ -120,11 +132,13 @@ class ResidualPersonCheck:
         self._hands_size = (height, width)
         size = np.array([width, height, width, height], np.float32)
         result = []
-        for frame in frames:
+        for t, frame in enumerate(frames):
             frame = np.ascontiguousarray(frame)
-            segmentation = segmenter.process(frame).segmentation_mask > self.segmentation_threshold
+            soft = segmenter.process(frame).segmentation_mask
+            segmentation = soft > self.segmentation_threshold
+            faint = covered is None or (soft[~covered[t]] > self.faint_segmentation).any()
             face_boxes = []
-            for detection in face_detector.process(frame).detections or []:
+            for detection in (face_detector.process(frame).detections if faint else None) or []:
                 box = detection.location_data.relative_bounding_box
                 face_boxes.append(np.array([box.xmin, box.ymin, box.xmin + box.width, box.ymin + box.height]) * size)
             hand_boxes = []
@@ -175,9 +189,11 @@ class ResidualPersonCheck:
         `erased` (T, H, W bool, optional): pixels painted over from the background (inpainting), which
         hold no real person however the segmentation reads their smears; they count as covered."""
         frames_with: dict[str, list[int]] = {}
-        for t, evidence in enumerate(self.evidence(frames)):
-            covered = self.grow(avatar_mask[t]) if erased is None else self.grow(avatar_mask[t]) | erased[t]
-            for kind in self.uncovered(evidence, covered, frames[t]):
+        covered = np.array([self.grow(mask) for mask in avatar_mask], bool).reshape(avatar_mask.shape)
+        if erased is not None:
+            covered |= erased
+        for t, evidence in enumerate(self.evidence(frames, covered)):
+            for kind in self.uncovered(evidence, covered[t], frames[t]):
                 frames_with.setdefault(kind, []).append(t)
         if not frames_with:
             return None

@@ -222,13 +222,11 @@ def face_check(input_frames, output_frames, sensitive_mask, max_public_share: fl
     An output face "lies on sensitive pixels" when at most `max_public_share` of its box is
     public (avatar) pixels: a face there was not drawn by the avatar renderer.
     """
-    try:
-        import mediapipe as mp
-    except ImportError as error:
-        raise ImportError("face_check needs mediapipe: pip install --no-deps mediapipe==0.10.21") from error
+    from hf_maskdp.anonymize.pose import import_mediapipe, quiet_mediapipe_logs
 
+    mp = import_mediapipe()
     found_in, found_out, on_sensitive = [], [], []
-    with mp.solutions.face_detection.FaceDetection(model_selection=1) as detector:
+    with quiet_mediapipe_logs(), mp.solutions.face_detection.FaceDetection(model_selection=1) as detector:
         for before, after, mask in zip(input_frames, output_frames, sensitive_mask):
             found_in.append(len(face_boxes(detector, before)))
             boxes = face_boxes(detector, after)
