@@ -8,9 +8,10 @@ step reads: its private and its public clips). Shapes: `--shape tiny` (112 px, 1
 16 frames = 1568 tokens, hidden 768, batch 2; 4 layers on CPU, all 12 on a GPU).
 The modes take turns step by step in one process, so a busy machine slows them all alike;
 peak memory comes from a fresh process per mode. Collation (frame sampling, resizing,
-normalizing, public views) is timed apart from the step's compute. Prints medians of wall and
-CPU time and two ratios: to `none` on the private batch alone, and to `none` on the same clips
-(`none-2x` for maskdp, `none` for the modes that read only the private batch).
+normalizing, public views: the DataLoader workers' part in training) is timed apart from the
+step's compute. Prints medians of wall and CPU time and two ratios, each the median over rounds
+of the ratio within a round: to `none` on the private batch alone, and to `none` on the same
+clips (`none-2x` for maskdp, `none` for the modes that read only the private batch).
 
 `--loader` instead times the whole training loop (`MaskDPTrainer.train`) on real encoded clips
 (320x240, `--clip-frames` frames, decoded by PyAV) with the step batches built in the main
@@ -103,21 +104,22 @@ def _rows(n: int, frames: int = FRAMES, height: int | None = None, width: int | 
 
 
 class TimedCollator:
-    """A `VideoClipCollator` that adds the seconds spent collating to `self.seconds`."""
+    """A `VideoClipCollator` that adds the wall and CPU seconds spent collating to `seconds` and `cpu_seconds`."""
 
     def __init__(self):
         from hf_maskdp.training.collator import VideoClipCollator
 
         self.collator = VideoClipCollator(num_frames=FRAMES, image_size=SHAPE["image_size"])
         self.video_column = self.collator.video_column
-        self.seconds = 0.0
+        self.seconds = self.cpu_seconds = 0.0
 
     def _timed(self, fn, rows):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return fn(rows)
         finally:
             self.seconds += time.perf_counter() - start
+            self.cpu_seconds += time.process_time() - cpu
 
     def __call__(self, rows):
         return self._timed(self.collator, rows)
@@ -309,7 +311,7 @@ def main() -> None:
     samples = {mode: {"wall": [], "cpu": [], "collate": []} for mode in modes}
     for round_ in range(args.steps + 2):
         for mode, (step, collator) in steps.items():
-            collator.seconds = 0.0
+            collator.seconds = collator.cpu_seconds = 0.0
             _sync(args.device)
             wall, cpu = time.perf_counter(), time.process_time()
             step()
@@ -317,30 +319,38 @@ def main() -> None:
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             if round_ >= 2:  # warm-up rounds
                 samples[mode]["wall"].append(wall - collator.seconds)
-                samples[mode]["cpu"].append(cpu)
+                samples[mode]["cpu"].append(cpu - collator.cpu_seconds)
                 samples[mode]["collate"].append(collator.seconds)
     for mode in modes:
         results[mode].update({key: statistics.median(values) for key, values in samples[mode].items()})
-    base = results["none"] if "none" in results else next(iter(results.values()))
+    base = "none" if "none" in modes else modes[0]
+
+    def ratio(mode: str, reference: str | None, key: str) -> float:
+        """Median over rounds of the time ratio within a round (paired: both ran back to back)."""
+        if reference not in samples:
+            return float("nan")
+        if key == "peak_mb":
+            return results[mode][key] / results[reference][key]
+        return statistics.median(a / b for a, b in zip(samples[mode][key], samples[reference][key]))
+
     batch = SHAPE["batch"]
     print(
         f"VideoMAE {SHAPE['image_size']}px x {FRAMES} frames, {SHAPE['num_hidden_layers']} layers, hidden "
         f"{SHAPE['hidden_size']}; batch {batch} (+{batch} public for maskdp); {args.device}, torch threads "
-        f"{args.threads}; median of {args.steps} interleaved steps"
+        f"{args.threads}; medians of {args.steps} interleaved rounds"
     )
     print(
-        "step s: wall time of the step without collation; cpu s: process CPU time of the whole step; "
-        "x none: vs a non-private step on the private batch; x same: vs a non-private step on the same clips"
+        "step s: wall time of the step; cpu s: process CPU time of the step (both without collation, which "
+        "DataLoader workers do in training); x none: vs a non-private step on the private batch; x same: vs a "
+        "non-private step on the same clips; ratios are medians of the ratios within each round"
     )
     print(
         f"{'mode':<12} {'collate s':>9} {'step s':>8} {'x none':>7} {'x same':>7} {'cpu s':>7} {'x none':>7} "
         f"{'x same':>7} {'peak MB':>8} {'step MB':>8} {'x none':>7} {'x same':>7}"
     )
     for mode, r in results.items():
-        same = results.get(SAME_CLIPS.get(mode, "none"))
-        ratios = [
-            (r[key] / base[key], r[key] / same[key] if same else float("nan")) for key in ("wall", "cpu", "peak_mb")
-        ]
+        same = SAME_CLIPS.get(mode, base)
+        ratios = [(ratio(mode, base, key), ratio(mode, same, key)) for key in ("wall", "cpu", "peak_mb")]
         print(
             f"{mode:<12} {r['collate']:>9.3f} {r['wall']:>8.3f} {ratios[0][0]:>7.2f} {ratios[0][1]:>7.2f} "
             f"{r['cpu']:>7.3f} {ratios[1][0]:>7.2f} {ratios[1][1]:>7.2f} {r['peak_mb']:>8.0f} {r['extra_mb']:>8.0f} "

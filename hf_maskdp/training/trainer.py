@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections import Counter
 from itertools import repeat
 
@@ -108,7 +107,6 @@ class MaskDPTrainer(Trainer):
         if args.is_private:
             mechanism.check_model_supported(self.model)
             self._per_sample = mechanism.attach_per_sample_grads(self.model)
-            self._backward_targets = mechanism.backward_targets(self.model)
         self.sample_rate: float | None = None  # q, set when the run is planned (`_plan`)
         self.noise_multiplier: float | None = args.noise_multiplier
         self.planned_steps: int | None = None
@@ -565,7 +563,7 @@ class MaskDPTrainer(Trainer):
         try:
             for batch in batches if batches is not None else self._micro_batches(indices, public=False):
                 loss = self._loss_sum(batch["pixel_values"], batch["labels"])
-                mechanism.per_sample_backward(loss, self._backward_targets)
+                mechanism.per_sample_backward(loss, mechanism.backward_targets(self.model))
                 mechanism.accumulate_clipped(params, self.args.per_sample_clip_norm, views)
         finally:
             self._per_sample.disable_hooks()
@@ -606,7 +604,7 @@ class MaskDPTrainer(Trainer):
             else:
                 loss, n = self._loss_sum(batch["pixel_values"], batch["labels"]), len(batch["labels"])
             if n:
-                _backward(loss)
+                loss.backward()
                 loss_sum += loss.detach()
                 count += n
         flat = torch.cat(
@@ -720,13 +718,6 @@ def _status_counts(dataset, indices: list[int]) -> str:
         return ""
     statuses = Counter(str(dataset[i]["anonymization"]).split(":")[0] for i in indices)
     return " (" + ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items())) + ")"
-
-
-def _backward(loss: torch.Tensor) -> None:
-    with warnings.catch_warnings():
-        # opacus' full backward hooks warn when the input (pixels) needs no grad: expected here.
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        loss.backward()
 
 
 def collate_micro_batches(dataset, collator, indices: list[int], size: int, public: bool) -> list[dict]:
