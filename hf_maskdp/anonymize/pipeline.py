@@ -86,7 +86,9 @@ class AnonymizerConfig:
     inpainter: str = "temporal"  # temporal background model with OpenCV fallback; or "opencv"
     seed: int = 0  # avatar looks: seed + person index + the (public) pose of that person
     max_people: int = 4  # people searched for per frame (mediapipe finds one per search)
-    supersample: int = 2  # render samples per pixel side: antialiased edges; 3 costs ~30 % more render CPU
+    # render samples per pixel side (antialiased edges); 2 saves ~20 % of render CPU but tips a real photo
+    # (the Space's astronaut example) into `residual_person` (docs/benchmarks.md, "Real footage")
+    supersample: int = 3
     errors: str = "withhold"  # "withhold" | "keep" | "raise" (see the module docstring)
     max_gap: int = 5  # frames without a detection filled from their neighbours
     smoothing_sigma: float = 1.0  # temporal smoothing of landmarks, in frames; 0 = off
