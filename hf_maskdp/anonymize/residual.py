@@ -11,7 +11,8 @@ left real, marked sensitive) makes the clip `residual_person: ...`, withheld by 
   (`SceneMotion`: a walking person does, a tripod, a cone or a lamp does not, whatever the
   camera does) or when BlazePose, run on a crop around it (static-image mode, the avatars
   painted over from their surroundings), finds a person with most landmarks on it
-  (`pose.CropSearch`; it finds about half of small, far pedestrians, motion most of the others);
+  (`pose.CropSearch`). On small, far pedestrians the crop pose confirms a quarter of the
+  segments, motion nearly all (docs/benchmarks.md, "Real footage");
 - faces: BlazeFace full range (`face_detection`, model_selection=1), which misses turned faces,
   so it is never relied on alone;
 - hands: mediapipe `hands` (lite model).
@@ -84,8 +85,8 @@ class ResidualPersonCheck:
         self.min_uncovered = min_uncovered
         self.close_up_face = close_up_face  # a face box above this fraction of the frame: a close-up
         self.faint_segmentation = faint_segmentation  # check(): faces only where segmentation reaches this
-        # A walking person's blob has 30-100 % of its pixels moving; static clutter (cones, a tripod, a lamp)
-        # at most 0.2 % with a still camera, 5 % in a simulated pan (docs/benchmarks.md, "Real footage").
+        # 94 % of the street video's pedestrian segments have >= 10 % of their pixels moving; its static clutter
+        # (cones, a tripod, a lamp) at most 0.2 % with a still camera, 5 % in a simulated pan (docs/benchmarks.md).
         self.min_moving = min_moving
         self.max_blobs = 4  # segmented blobs searched per frame, largest first
         self._models: tuple | None = None
