@@ -208,6 +208,8 @@ def main() -> None:
         print(json.dumps(speed()))
         return
     if args.clutter:
+        if args.camera == "zoom" and args.clip_frames > 32:  # 1.5 % a frame would shrink the crop to nothing
+            parser.error("--camera zoom needs --clip-frames 32 or fewer")
         clutter(args.clutter, args.stride, args.clip_frames, args.camera)
         return
     statuses()
