@@ -242,10 +242,11 @@ def clear_tracking(graph, shape: tuple[int, int], found: Callable[[Any], bool]) 
 
 
 class CropSearch:
-    """Is there a person on this blob of person segmentation? The residual check's confirmation
-    (`residual.ResidualPersonCheck`): selfie segmentation also calls a tripod or a coffee cup a
-    person, so a blob counts only when BlazePose, run in static-image mode on a crop around it
-    (with a margin, resized to `crop_size`), finds a person with most visible landmarks on it.
+    """Is there a person on this blob of person segmentation? One of the residual check's two
+    confirmations (`residual.ResidualPersonCheck`; the other is motion): selfie segmentation also
+    calls a tripod or a coffee cup a person, so a still blob counts only when BlazePose, run in
+    static-image mode on a crop around it (with a margin, resized to `crop_size`), finds a person
+    with most visible landmarks on it.
     """
 
     def __init__(self, min_detection_confidence: float = 0.5, crop_size: int = 256, margin: float = 0.3):

@@ -7,9 +7,12 @@ left real, marked sensitive) makes the clip `residual_person: ...`, withheld by 
 
 - person segmentation: mediapipe's legacy `selfie_segmentation` (landscape model), which finds
   close-up and partly visible people that pose misses, but also calls a camera tripod or a
-  close-up coffee cup a person. So a segment counts only when BlazePose, run on a crop around
-  it (static-image mode, the avatars painted over from their surroundings), finds a person with
-  most landmarks on it (`pose.CropSearch`);
+  close-up coffee cup a person. So a segment counts only when it moves against the scene
+  (`SceneMotion`: a walking person does, a tripod, a cone or a lamp does not, whatever the
+  camera does) or when BlazePose, run on a crop around it (static-image mode, the avatars
+  painted over from their surroundings), finds a person with most landmarks on it
+  (`pose.CropSearch`). On small, far pedestrians the crop pose confirms a quarter of the
+  segments, motion nearly all (docs/benchmarks.md, "Real footage");
 - faces: BlazeFace full range (`face_detection`, model_selection=1), which misses turned faces,
   so it is never relied on alone;
 - hands: mediapipe `hands` (lite model).
@@ -30,6 +33,7 @@ background, no real person).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -54,8 +58,9 @@ class ResidualPersonCheck:
     Thresholds (tuned on the real clips in tests/data, see docs/benchmarks.md):
     `segmentation_threshold=0.5` on the model's soft mask; a person-segmentation blob counts when
     at least `min_area` (fraction of the frame, 0.3 %: a 12x19 px blob at 320x240) of it lies
-    outside the avatars (dilated by `avatar_margin` of the frame diagonal) and a pose is found on
-    it (up to `max_blobs` blobs per frame, largest first); a face or hand counts
+    outside the avatars (dilated by `avatar_margin` of the frame diagonal) and at least
+    `min_moving` of its pixels move against the scene (`SceneMotion`, None: pose only), or a pose
+    is found on it (up to `max_blobs` blobs per frame, largest first); a face or hand counts
     when at least `min_uncovered` (a quarter) of its box lies outside them. A face box above
     `close_up_face` of the frame is reported as a close-up that a body avatar cannot cover.
     """
@@ -70,6 +75,7 @@ class ResidualPersonCheck:
         min_uncovered: float = 0.25,
         close_up_face: float = 0.08,
         faint_segmentation: float = 0.05,
+        min_moving: float | None = 0.1,
     ):
         self.segmentation_threshold = segmentation_threshold
         self.min_area = min_area
@@ -79,6 +85,9 @@ class ResidualPersonCheck:
         self.min_uncovered = min_uncovered
         self.close_up_face = close_up_face  # a face box above this fraction of the frame: a close-up
         self.faint_segmentation = faint_segmentation  # check(): faces only where segmentation reaches this
+        # 94 % of the street video's pedestrian segments have >= 10 % of their pixels moving; its static clutter
+        # (cones, a tripod, a lamp) at most 0.2 % with a still camera, 5 % in a simulated pan (docs/benchmarks.md).
+        self.min_moving = min_moving
         self.max_blobs = 4  # segmented blobs searched per frame, largest first
         self._models: tuple | None = None
         self._crops = None
@@ -150,17 +159,31 @@ class ResidualPersonCheck:
             result.append(Evidence(segmentation, face_boxes, hand_boxes))
         return result
 
-    def uncovered(self, evidence: Evidence, covered: np.ndarray, frame: np.ndarray) -> list[str]:
-        """What of `evidence` lies outside `covered` (H, W bool, already grown by the margin)."""
+    def scene_motion(self, frames: np.ndarray, covered: np.ndarray, evidence: list[Evidence]) -> SceneMotion | None:
+        """What `uncovered` needs to tell moving segments from static clutter in this clip (None: pose only)."""
+        if self.min_moving is None:
+            return None
+        return SceneMotion(frames, covered | np.array([e.segmentation for e in evidence]).reshape(covered.shape))
+
+    def uncovered(
+        self, evidence: Evidence, covered: np.ndarray, frame: np.ndarray, motion: SceneMotion | None = None, t: int = 0
+    ) -> list[str]:
+        """What of `evidence` (frame `t`) lies outside `covered` (H, W bool, already grown by the margin).
+
+        With `motion` (`scene_motion` of the clip), a segment that moves counts without a pose."""
         height, width = covered.shape
         found = []
         outside = evidence.segmentation & ~covered
         if outside.sum() >= self.min_area * height * width:
-            crops = self._crop_search()
-            # The avatars are painted over from their surroundings first: otherwise the detector
-            # locks onto an avatar next to the real person (and grey would leave a person-shaped hole).
-            searched = cv2.inpaint(np.ascontiguousarray(frame), covered.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+            crops, searched = self._crop_search(), None
             for box, blob in crops.blobs(outside, self.min_area)[: self.max_blobs]:
+                if motion is not None and motion.moving_share(t, box, blob) >= self.min_moving:
+                    found.append("person (segmentation and motion)")
+                    break
+                if searched is None:
+                    # The avatars are painted over from their surroundings first: otherwise the detector locks
+                    # onto an avatar next to the real person (and grey would leave a person-shaped hole).
+                    searched = cv2.inpaint(np.ascontiguousarray(frame), covered.astype(np.uint8), 3, cv2.INPAINT_TELEA)
                 if crops.find(searched, box, blob) is not None:
                     found.append("person (segmentation and pose)")
                     break
@@ -192,12 +215,80 @@ class ResidualPersonCheck:
         covered = np.array([self.grow(mask) for mask in avatar_mask], bool).reshape(avatar_mask.shape)
         if erased is not None:
             covered |= erased
-        for t, evidence in enumerate(self.evidence(frames, covered)):
-            for kind in self.uncovered(evidence, covered[t], frames[t]):
+        found = self.evidence(frames, covered)
+        motion = self.scene_motion(frames, covered, found)
+        for t, evidence in enumerate(found):
+            for kind in self.uncovered(evidence, covered[t], frames[t], motion, t):
                 frames_with.setdefault(kind, []).append(t)
         if not frames_with:
             return None
         return residual_status(frames_with, len(frames))
+
+
+class SceneMotion:
+    """Which pixels of a clip move against the scene: a walking person does, static clutter does not.
+
+    Frame t is compared with the per-pixel median of its neighbours within `radius` frames (itself
+    included), each aligned to it by the camera's motion: a similarity (pan, zoom, roll) fitted with
+    RANSAC to corners tracked by pyramidal Lucas-Kanade on pixels `ignored` marks neither segmented
+    nor covered (people and avatars move on their own). A pixel moves when it differs from that
+    median by more than `threshold` (0-255) in some channel. Neighbour pixels outside the
+    neighbour's view or `ignored` there do not vote; a pixel with fewer than half of the
+    neighbours voting never moves (the pose confirmation still applies). Within the clip only: a
+    person standing still all along does not move, and is left to the pose confirmation.
+    """
+
+    def __init__(self, frames: np.ndarray, ignored: np.ndarray, radius: int = 4, threshold: int = 25):
+        self.frames, self.ignored, self.radius, self.threshold = frames, ignored, radius, threshold
+        self._steps: list[np.ndarray] | None = None  # 3x3 maps of frame t's pixels into frame t + 1's
+
+    def _camera_steps(self) -> list[np.ndarray]:
+        if self._steps is None:
+            gray = [cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) for frame in self.frames]
+            self._steps = [camera_step(gray[t], gray[t + 1], ~self.ignored[t]) for t in range(len(gray) - 1)]
+        return self._steps
+
+    def _to_frame(self, s: int, t: int) -> np.ndarray:
+        """3x3 map of frame s's pixel coordinates into frame t's."""
+        steps, A = self._camera_steps(), np.eye(3)
+        for k in range(s, t):
+            A = steps[k] @ A
+        for k in range(t, s):
+            A = np.linalg.inv(steps[k]) @ A
+        return A
+
+    def moving_share(self, t: int, box: np.ndarray, blob: np.ndarray) -> float:
+        """The share of `blob`'s pixels (H, W bool in frame t, inside `box` x0, y0, x1, y1) that move."""
+        x0, y0, x1, y1 = (int(v) for v in box)
+        shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)  # frame t's box -> (0, 0)
+        size = (x1 - x0, y1 - y0)
+        stack, voters = [], []
+        for s in range(max(0, t - self.radius), min(len(self.frames), t + self.radius + 1)):
+            A = (shift @ self._to_frame(s, t))[:2]
+            frame = np.ascontiguousarray(self.frames[s])
+            stack.append(cv2.warpAffine(frame, A, size, flags=cv2.INTER_LINEAR).astype(np.float32))
+            seen = cv2.warpAffine((~self.ignored[s]).astype(np.uint8), A, size, flags=cv2.INTER_NEAREST) > 0
+            voters.append(seen | (s == t))
+            stack[-1][~voters[-1]] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: no vote
+            median = np.nanmedian(np.stack(stack), axis=0)
+        difference = np.abs(self.frames[t, y0:y1, x0:x1].astype(np.float32) - median).max(-1)
+        moving = (difference > self.threshold) & (2 * np.sum(voters, 0) > len(voters))
+        return float(moving[blob[y0:y1, x0:x1]].mean())
+
+
+def camera_step(before: np.ndarray, after: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """3x3 similarity mapping `before`'s pixels to `after`'s (grey frames), from corners on `usable`
+    pixels; the identity where too few corners are found or tracked (a still camera's answer)."""
+    corners = cv2.goodFeaturesToTrack(before, 200, 0.01, 7, mask=usable.astype(np.uint8) * 255)
+    A = None
+    if corners is not None and len(corners) >= 8:
+        tracked, ok, _ = cv2.calcOpticalFlowPyrLK(before, after, corners, None, winSize=(21, 21), maxLevel=3)
+        ok = ok.ravel() == 1
+        if ok.sum() >= 8:
+            A, _ = cv2.estimateAffinePartial2D(corners[ok], tracked[ok], method=cv2.RANSAC, ransacReprojThreshold=2.0)
+    return np.vstack([A if A is not None else np.eye(2, 3), [0, 0, 1]])
 
 
 def residual_status(frames_with: dict[str, list[int]], num_frames: int) -> str:
