@@ -229,6 +229,7 @@ def _anonymize_cached(original, config: QuickstartConfig, regime: str):
 
 def _cache_folder(config: QuickstartConfig, regime: str) -> Path:
     import hf_maskdp
+    from hf_maskdp import anonymize
     from hf_maskdp.privacy.mask_checks import PROVENANCE_COLUMN
 
     key = {
@@ -236,6 +237,8 @@ def _cache_folder(config: QuickstartConfig, regime: str) -> Path:
         "generator": asdict(generator_config(config, regime)),
         "sizes": [config.num_train, config.num_val, config.num_test],
         "anonymizer": _anonymizer_info(config),
+        # the code too: a changed anonymizer (say, a stricter residual check) must not reuse what the old one kept
+        "anonymizer_code": _digest([path.read_text() for path in sorted(Path(anonymize.__file__).parent.glob("*.py"))]),
         "provenance": PROVENANCE_COLUMN,  # rows cached before the anonymizer wrote it would be refused
     }
     root = config.cache_dir or os.environ.get("HF_MASKDP_CACHE") or Path.home() / ".cache" / "hf_maskdp"

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 
 from hf_maskdp.cli import main
-from hf_maskdp.quickstart import RESULT_KEYS, QuickstartConfig, planned_runs
+from hf_maskdp.quickstart import RESULT_KEYS, QuickstartConfig, QuickstartResult, planned_runs
 
 pytestmark = pytest.mark.timeout(900)  # the fixture runs the whole quickstart: minutes on 2 busy cores
 
@@ -93,7 +95,7 @@ def test_anonymized_dataset_is_saved_with_masks_and_card(quickstart_dir):
     assert "sensitive_mask" in card and "clips withheld" in card
 
 
-def test_a_rerun_reuses_the_anonymized_data(quickstart_dir, cache_dir, monkeypatch):
+def test_a_rerun_reuses_the_anonymized_data(quickstart_dir, cache_dir, monkeypatch, tmp_path):
     from hf_maskdp import quickstart
 
     config = QuickstartConfig.fast(cache_dir=str(cache_dir), progress=False)
@@ -106,6 +108,14 @@ def test_a_rerun_reuses_the_anonymized_data(quickstart_dir, cache_dir, monkeypat
     assert len(anonymized["train"]) == stats["train"]["clips_kept"] > 0
     other = QuickstartConfig.fast(cache_dir=str(cache_dir), data_seed=1)  # another configuration, another entry
     assert quickstart._cache_folder(other, "ntu") != quickstart._cache_folder(config, "ntu")
+    # another anonymizer (its code changed, e.g. a stricter residual check): another entry too
+    from hf_maskdp import anonymize
+
+    changed = Path(shutil.copytree(Path(anonymize.__file__).parent, tmp_path / "anonymize"))
+    (changed / "residual.py").write_text((changed / "residual.py").read_text() + "\n# changed\n")
+    folder = quickstart._cache_folder(config, "ntu")
+    monkeypatch.setattr(anonymize, "__file__", str(changed / "__init__.py"))
+    assert quickstart._cache_folder(config, "ntu") != folder
 
 
 def test_an_interrupted_quickstart_resumes_with_its_finished_runs(quickstart_dir, cache_dir, monkeypatch):
@@ -160,3 +170,18 @@ def test_presets_and_their_sizes():
         QuickstartConfig.preset("huge")
     with pytest.raises(ValueError, match="regimes"):
         QuickstartConfig(regimes=("kinetics",))
+
+
+def test_the_cli_passes_the_levers_to_the_preset(monkeypatch, tmp_path):
+    from hf_maskdp import quickstart
+
+    seen = []
+    monkeypatch.setattr(
+        quickstart, "run_quickstart", lambda config: seen.append(config) or QuickstartResult([], {}, tmp_path)
+    )
+    argv = ["quickstart", "--preset", "benchmark", "--regime", "ucf", "--output-dir", str(tmp_path)]
+    assert main([*argv, "--public-fill", "mean", "--private-grad-weight", "1"]) == 0
+    assert main(argv) == 0
+    chosen, preset = seen
+    assert (chosen.public_fill, chosen.private_grad_weight, chosen.regimes) == ("mean", 1.0, ("ucf",))
+    assert (preset.public_fill, preset.private_grad_weight, preset.num_train) == ("scene", 0.1, 1024)

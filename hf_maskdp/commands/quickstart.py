@@ -39,6 +39,10 @@ def register(subparsers) -> None:
     parser.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...)")
     parser.add_argument("--num-proc", type=int, help="anonymization processes")
     parser.add_argument("--target-epsilon", type=float, help="budget of the saved MaskDP model")
+    parser.add_argument(
+        "--public-fill", choices=("mean", "scene"), help="what the public view paints where pixels are sensitive"
+    )
+    parser.add_argument("--private-grad-weight", type=float, help="lambda_priv of maskdp (choose it on validation)")
     parser.set_defaults(handler=run)
 
 
@@ -46,7 +50,15 @@ def run(args) -> int:
     from ..quickstart import QuickstartConfig, run_quickstart
 
     overrides = {"output_dir": args.output_dir}
-    for name in ("init", "pretrained_model", "num_train", "num_proc", "target_epsilon"):
+    for name in (
+        "init",
+        "pretrained_model",
+        "num_train",
+        "num_proc",
+        "target_epsilon",
+        "public_fill",
+        "private_grad_weight",
+    ):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.regime:
