@@ -49,10 +49,8 @@ def residual_detections(check, result) -> int:
     """Frames of a published clip with a face, a hand or a confirmed (moving or posed) person segment off the avatars."""
     import numpy as np
 
-    found = check.evidence(result.frames)
     covered = np.array([check.grow(mask) for mask in result.avatar_mask])
-    motion = check.scene_motion(result.frames, covered, found)
-    return sum(bool(check.uncovered(e, covered[t], result.frames[t], motion, t)) for t, e in enumerate(found))
+    return sum(map(bool, check.uncovered_per_frame(result.frames, covered, check.evidence(result.frames))))
 
 
 def statuses() -> None:

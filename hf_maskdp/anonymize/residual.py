@@ -198,6 +198,11 @@ class ResidualPersonCheck:
                     break
         return found
 
+    def uncovered_per_frame(self, frames: np.ndarray, covered: np.ndarray, evidence: list[Evidence]) -> list[list[str]]:
+        """`uncovered` for every frame of a clip, motion included (`covered`: T, H, W bool, grown)."""
+        motion = self.scene_motion(frames, covered, evidence)
+        return [self.uncovered(e, covered[t], frames[t], motion, t) for t, e in enumerate(evidence)]
+
     def grow(self, mask: np.ndarray) -> np.ndarray:
         """`mask` (H, W bool) dilated by `avatar_margin` of the frame diagonal."""
         height, width = mask.shape
@@ -215,10 +220,8 @@ class ResidualPersonCheck:
         covered = np.array([self.grow(mask) for mask in avatar_mask], bool).reshape(avatar_mask.shape)
         if erased is not None:
             covered |= erased
-        found = self.evidence(frames, covered)
-        motion = self.scene_motion(frames, covered, found)
-        for t, evidence in enumerate(found):
-            for kind in self.uncovered(evidence, covered[t], frames[t], motion, t):
+        for t, kinds in enumerate(self.uncovered_per_frame(frames, covered, self.evidence(frames, covered))):
+            for kind in kinds:
                 frames_with.setdefault(kind, []).append(t)
         if not frames_with:
             return None
