@@ -18,6 +18,7 @@ import datasets  # noqa: E402
 
 from hf_maskdp.anonymize.inpaint import person_region  # noqa: E402
 from hf_maskdp.anonymize.pipeline import AnonymizationError, AnonymizerConfig, AvatarAnonymizer  # noqa: E402
+from hf_maskdp.anonymize.residual import ResidualPersonCheck  # noqa: E402
 from hf_maskdp.storage import AVATAR_MASK_BLOCK, DEFAULT_MASK_BLOCK, cover_blocks  # noqa: E402
 from hf_maskdp.video import decode_mask, encode_video, load_video_frames  # noqa: E402
 
@@ -130,10 +131,14 @@ def test_person_found_and_replaced_in_every_frame(astronaut_result):
     assert len(tracks) == 1 and tracks[0].detected.all()
     region = person_region(tracks[0], frames.shape[:3], dilation=0.0)
     difference = np.abs(result.frames.astype(int) - frames.astype(int)).mean(-1)
+    # the person segmentation attached to them (the helmet in her hands, hair) is erased too, with a margin
+    segmentation = ResidualPersonCheck().segmentation(frames) > 0.5
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (25, 25))
+    attached = np.array([cv2.dilate(mask.astype(np.uint8), kernel) for mask in segmentation], bool)
     for t in range(len(frames)):
         assert difference[t][region[t]].mean() > 40, f"frame {t}: the person region barely changed"
-        # away from the person region (with margin), the avatar and the border, the background stays
-        far = ~person_region(tracks[0], frames.shape[:3], dilation=0.08)[t] & ~result.avatar_mask[t]
+        # away from the person (pose region and segmentation, with margins), the avatar and the border, the background stays
+        far = ~person_region(tracks[0], frames.shape[:3], dilation=0.08)[t] & ~attached[t] & ~result.avatar_mask[t]
         far[:8], far[-8:], far[:, :8], far[:, -8:] = False, False, False, False
         assert far.mean() > 0.1 and difference[t][far].mean() < 2.0
 
@@ -272,6 +277,46 @@ def given_poses(tracks, num_frames: int) -> list[dict]:
         }
         for track in tracks
     ]
+
+
+def test_person_segmentation_attached_to_the_person_is_erased_too(astronaut_mp4, astronaut_result):
+    """The pose's own region (its segmentation, the skeleton, a dilation) leaves parts of the bulky suit and
+    hair outside; the residual check's person segmentation, attached to that person, is painted over too."""
+    frames, tracks, result = astronaut_result
+    before = AvatarAnonymizer(attach_segments=None).anonymize_clip(str(astronaut_mp4))
+    pose_region = person_region(tracks[0], frames.shape[:3], AnonymizerConfig.region_dilation)
+    segmentation = ResidualPersonCheck().segmentation(frames) > 0.5
+    sticking_out = segmentation & ~pose_region & ~result.avatar_mask & ~before.avatar_mask
+    assert sticking_out.sum() > 2000 and sticking_out.any(axis=(1, 2)).all()
+    np.testing.assert_array_equal(before.frames[sticking_out], frames[sticking_out])  # it used to stay real
+    assert result.sensitive_mask[sticking_out].all()
+    painted = np.abs(result.frames.astype(int) - frames.astype(int)).max(-1) > 0
+    assert painted[sticking_out].mean() > 0.9  # now inpainted: not the real pixels
+
+
+def test_segment_of_a_second_person_without_pose_is_left_for_the_residual_check(two_astronauts_result):
+    """A person without a pose is not erased as someone's attached segment: the clip is withheld."""
+    frames, tracks, _ = two_astronauts_result
+    result = AvatarAnonymizer(pose_source="given").anonymize_clip(frames[:3], {"pose": given_poses(tracks, 3)[:1]})
+    assert result.status.startswith("residual_person: a real person outside the avatars")
+    second = person_region(tracks[1], frames.shape[:3], dilation=0.0)[:3]
+    np.testing.assert_array_equal(result.frames[second], frames[:3][second])  # left real, as evidence
+
+
+def test_attached_segments_rule():
+    """A blob joins the erased region when at least `min_inside` of it lies in the people's region, grown."""
+    from hf_maskdp.anonymize.inpaint import attached_segments
+
+    region = np.zeros((1, 100, 100), bool)
+    region[0, 20:80, 20:40] = region[0, 20:80, 60:70] = True  # two people's regions
+    segmentation = np.zeros_like(region)
+    segmentation[0, 15:80, 20:40] = True  # the first with hair above: 1,200 of 1,300 px inside (92 %)
+    segmentation[0, 20:80, 60:90] = True  # the second merged with a neighbour: 600 of 1,800 inside (33 %)
+    segmentation[0, 85:95, 85:95] = True  # someone else, apart
+    attached = attached_segments(segmentation, region, 0.9, dilation=0.0)[0]
+    assert attached[15:20, 20:40].all() and attached[13, 25]  # the hair, grown by the (smallest) dilation
+    assert not attached[20:80, 75:90].any() and not attached[85:95, 85:95].any()  # left for the residual check
+    assert not attached_segments(segmentation, region, 0.95, dilation=0.0)[0, 15:20].any()  # 92 % < 95 %
 
 
 def test_second_person_lost_or_unfittable_withholds_the_clip(two_astronauts_result):

@@ -67,6 +67,31 @@ def person_region(track: PoseTrack, shape: tuple[int, int, int], dilation: float
     return region
 
 
+def attached_segments(segmentation: np.ndarray, region: np.ndarray, min_inside: float, dilation: float) -> np.ndarray:
+    """Bool (T, H, W): the blobs of `segmentation` that belong to the people in `region`, grown by `dilation`.
+
+    `segmentation` (T, H, W bool) comes from a person segmentation of the real frames other than the
+    pose model's; `region` is the people's erase region (`person_region`). A blob belongs to them when
+    at least `min_inside` of its pixels already lie in `region`: hair, the top of a head or a limb the
+    pose put elsewhere stick out of it, while a blob mostly outside is someone (or something) else and is
+    left alone, evidence for the residual check.
+    """
+    num_frames, height, width = segmentation.shape
+    attached = np.zeros(segmentation.shape, bool)
+    kernel = _disc(dilation, height, width)
+    for t in range(num_frames):
+        if not (segmentation[t] & region[t]).any():
+            continue
+        count, labels = cv2.connectedComponents(segmentation[t].astype(np.uint8))
+        blob_size = np.bincount(labels.ravel(), minlength=count)
+        inside = np.bincount(labels[region[t]], minlength=count)
+        keep = inside >= min_inside * blob_size
+        keep[0] = False  # the background label
+        if keep.any():
+            attached[t] = cv2.dilate(keep[labels].astype(np.uint8), kernel).astype(bool)
+    return attached
+
+
 def detection_region(person: Detection, shape: tuple[int, int], dilation: float = 0.02) -> np.ndarray:
     """Bool (H, W): one person in one frame, as `person_region` draws it (segmentation, body, dilation)."""
     region = np.zeros(shape, bool) if person.person_mask is None else person.person_mask > 0.2

@@ -1,8 +1,8 @@
 """`AvatarAnonymizer`: replace every person in a clip by a rendered avatar, as a `datasets` map function.
 
     decode -> pose (every person) -> link people over frames, fill gaps, smooth -> fit body + camera
-    (camera smoothed over time) -> render all people together -> check fit -> inpaint
-    -> [refine, optional] -> composite -> encode
+    (camera smoothed over time) -> render all people together -> check fit -> erase region (each person's
+    pose region, plus the person segmentation attached to it) -> inpaint -> [refine, optional] -> composite -> encode
 
 Output columns: the anonymized clip replaces the input's video column (`video_column`, "video"
 by default), with `avatar_layer`, `sensitive_mask` and `storage_format` as
@@ -95,6 +95,10 @@ class AnonymizerConfig:
     camera_smoothing_sigma: float = 2.0  # temporal smoothing of each avatar's camera pose (PnP), in frames
     min_fit_coverage: float = 0.35  # each avatar must cover this fraction of its person's segmentation (see _status)
     region_dilation: float = 0.02  # erase the person region grown by this fraction of the frame diagonal
+    # also erase each blob of person segmentation (the residual check's model, on the real frames) with at least
+    # this share of its pixels in the people's region (hair, a limb the pose misplaced); None: off. 0.9: a walker's
+    # blob merged with an untracked neighbour had 0.82-0.87 inside (docs/benchmarks.md, "Real footage")
+    attach_segments: float | None = 0.9
     min_detection_confidence: float = 0.5
     residual_check: bool = True  # independent detectors look for real people left outside the avatars (residual.py)
     focal_length: float | None = None  # pixels; default max(H, W) (~53 degrees across)
@@ -132,6 +136,8 @@ class AnonymizerConfig:
             raise ValueError(f"supersample={self.supersample}: render at least 1 sample per pixel")
         if self.max_people < 1:
             raise ValueError(f"max_people={self.max_people}: search for at least 1 person per frame")
+        if self.attach_segments is not None and not 0 < self.attach_segments <= 1:
+            raise ValueError(f"attach_segments={self.attach_segments}: a fraction in (0, 1], or None (off)")
         if not 0 <= self.min_fit_coverage <= 1:
             raise ValueError(f"min_fit_coverage={self.min_fit_coverage}: a fraction in [0, 1]")
         if self.max_resolution is not None and self.max_resolution < 16:
@@ -359,8 +365,9 @@ class AvatarAnonymizer:
             meshes, people, fitted = self._fit_people(tracks, appearances, K, shape)
         with _timed(timings, "render"):
             renders = self._render(meshes, K, shape)
+        with _timed(timings, "erase_region"):
+            erased = self._erase_region(frames, tracks)
         with _timed(timings, "inpaint"):
-            erased = self._person_region(shape, tracks)
             background = self._inpainter()(frames, erased)
         refiner = self._refiner()
         if refiner is not None:
@@ -456,23 +463,35 @@ class AvatarAnonymizer:
         camera = Camera(K=K, R=np.eye(3), t=np.zeros(3), width=width, height=height)
         return [self._renderers[(width, height)].render(people, camera) if people else None for people in meshes]
 
-    def _person_region(self, shape, tracks) -> np.ndarray:
-        from hf_maskdp.anonymize.inpaint import person_region
+    def _erase_region(self, frames: np.ndarray, tracks) -> np.ndarray:
+        """Where the real people are: each one's pose region, plus the blobs of the residual check's person
+        segmentation (on the real frames) attached to them (`inpaint.attached_segments`), so the hair or a
+        misplaced limb is painted over too instead of withholding the clip afterwards."""
+        from hf_maskdp.anonymize.inpaint import attached_segments, person_region
 
-        region = np.zeros(shape, bool)
+        cfg = self.config
+        region = np.zeros(frames.shape[:3], bool)
         for track in tracks:
-            region |= person_region(track, shape, self.config.region_dilation)
+            region |= person_region(track, frames.shape[:3], cfg.region_dilation)
+        if cfg.attach_segments is not None:
+            checker = self._checker()
+            segmentation = checker.segmentation(frames) > checker.segmentation_threshold
+            region |= attached_segments(segmentation, region, cfg.attach_segments, cfg.region_dilation)
         return region
 
     def _residual_status(self, frames: np.ndarray, avatar: np.ndarray, erased: np.ndarray | None = None) -> str | None:
         """`residual_person: ...` when the independent detectors see a real person outside the avatars."""
         if not self.config.residual_check:
             return None
+        return self._checker().check(frames, avatar, erased)
+
+    def _checker(self):
+        """The residual check (its segmentation model also finds what `_erase_region` attaches), once per process."""
         if self._residual is None:
             from hf_maskdp.anonymize.residual import ResidualPersonCheck
 
             self._residual = ResidualPersonCheck()
-        return self._residual.check(frames, avatar, erased)
+        return self._residual
 
     def _pose_source(self):
         if self._pose is None:

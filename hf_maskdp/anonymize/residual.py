@@ -124,6 +124,12 @@ class ResidualPersonCheck:
         return self._models
 
     @quiet_mediapipe_logs()
+    def segmentation(self, frames: np.ndarray) -> np.ndarray:
+        """(T, H, W) float32: the segmentation model's soft person mask of each frame (what `evidence` thresholds)."""
+        segmenter = self._graphs()[0]
+        return np.array([segmenter.process(np.ascontiguousarray(frame)).segmentation_mask for frame in frames])
+
+    @quiet_mediapipe_logs()
     def evidence(self, frames: np.ndarray, covered: np.ndarray | None = None) -> list[Evidence]:
         """Per frame, where the three detectors see a person (hand tracking starts afresh per call).
 
@@ -132,7 +138,7 @@ class ResidualPersonCheck:
         docstring); hands always."""
         from hf_maskdp.anonymize.pose import clear_tracking
 
-        segmenter, face_detector, hand_detector = self._graphs()
+        _, face_detector, hand_detector = self._graphs()
         height, width = frames.shape[1:3]
         if self._tracking_hands and (height, width) != self._hands_size:
             hand_detector.reset()
@@ -141,9 +147,8 @@ class ResidualPersonCheck:
         self._hands_size = (height, width)
         size = np.array([width, height, width, height], np.float32)
         result = []
-        for t, frame in enumerate(frames):
+        for t, (frame, soft) in enumerate(zip(frames, self.segmentation(frames))):
             frame = np.ascontiguousarray(frame)
-            soft = segmenter.process(frame).segmentation_mask
             segmentation = soft > self.segmentation_threshold
             faint = covered is None or (soft[~covered[t]] > self.faint_segmentation).any()
             face_boxes = []
