@@ -202,6 +202,7 @@ class AnonymizedClip:
     frames: np.ndarray | None = None  # uint8 (T, H, W, 3)
     sensitive_mask: np.ndarray | None = None  # bool (T, H, W)
     avatar_mask: np.ndarray | None = None  # bool (T, H, W)
+    erased_mask: np.ndarray | None = None  # bool (T, H, W): painted over from the background (never written to rows)
     num_people: int = 0
     identities: list = field(default_factory=list)  # each person's avatar seed
     fps: float = 25.0
@@ -366,7 +367,7 @@ class AvatarAnonymizer:
         with _timed(timings, "render"):
             renders = self._render(meshes, K, shape)
         with _timed(timings, "erase_region"):
-            erased = self._erase_region(frames, tracks)
+            pose_region, erased = self._erase_region(frames, tracks)
         with _timed(timings, "inpaint"):
             background = self._inpainter()(frames, erased)
         refiner = self._refiner()
@@ -394,11 +395,13 @@ class AvatarAnonymizer:
         status = _status(tracks, fitted, avatar, cfg.min_fit_coverage)
         if status == STATUS_OK:
             with _timed(timings, "residual_check"):
-                painted = erased & np.array([render is not None for render in renders])[:, None, None]
+                # the check counts the pose region as covered (its smears are no person), but not the attached
+                # segments: they are judged like real pixels, so they make a clip `ok` only if no person is left there
+                painted = pose_region & np.array([render is not None for render in renders])[:, None, None]
                 status = self._residual_status(output, avatar, painted) or STATUS_OK
         refined_by = None if refiner is None else f"{cfg.refiner} (context={refiner.config.context})"
         return AnonymizedClip(
-            status, output, sensitive, avatar, len(tracks), identities, fps, dict(timings), refined_by
+            status, output, sensitive, avatar, erased, len(tracks), identities, fps, dict(timings), refined_by
         )
 
     def _frames(self, video: Any) -> np.ndarray:
@@ -463,21 +466,21 @@ class AvatarAnonymizer:
         camera = Camera(K=K, R=np.eye(3), t=np.zeros(3), width=width, height=height)
         return [self._renderers[(width, height)].render(people, camera) if people else None for people in meshes]
 
-    def _erase_region(self, frames: np.ndarray, tracks) -> np.ndarray:
-        """Where the real people are: each one's pose region, plus the blobs of the residual check's person
-        segmentation (on the real frames) attached to them (`inpaint.attached_segments`), so the hair or a
-        misplaced limb is painted over too instead of withholding the clip afterwards."""
+    def _erase_region(self, frames: np.ndarray, tracks) -> tuple[np.ndarray, np.ndarray]:
+        """(the people's pose region, the region to erase): the latter adds the blobs of the residual check's
+        person segmentation (on the real frames) attached to them (`inpaint.attached_segments`), so the hair or
+        a misplaced limb is painted over too instead of withholding the clip afterwards."""
         from hf_maskdp.anonymize.inpaint import attached_segments, person_region
 
         cfg = self.config
         region = np.zeros(frames.shape[:3], bool)
         for track in tracks:
             region |= person_region(track, frames.shape[:3], cfg.region_dilation)
-        if cfg.attach_segments is not None:
-            checker = self._checker()
-            segmentation = checker.segmentation(frames) > checker.segmentation_threshold
-            region |= attached_segments(segmentation, region, cfg.attach_segments, cfg.region_dilation)
-        return region
+        if cfg.attach_segments is None:
+            return region, region
+        checker = self._checker()
+        segmentation = checker.segmentation(frames) > checker.segmentation_threshold
+        return region, region | attached_segments(segmentation, region, cfg.attach_segments, cfg.region_dilation)
 
     def _residual_status(self, frames: np.ndarray, avatar: np.ndarray, erased: np.ndarray | None = None) -> str | None:
         """`residual_person: ...` when the independent detectors see a real person outside the avatars."""
