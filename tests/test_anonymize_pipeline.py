@@ -318,6 +318,22 @@ def test_attached_segments_rule():
     assert not attached_segments(segmentation, region, 0.95, dilation=0.0)[0, 15:20].any()  # 92 % < 95 %
 
 
+def test_person_left_real_is_not_copied_into_the_erased_region_of_other_frames():
+    """The temporal background is a median over the frames where a pixel is outside the region: a person
+    left real there (legs the erased region missed in one frame) would be painted into every other frame,
+    static, and so pass the residual check's motion test. Segmented pixels are never copied."""
+    from hf_maskdp.anonymize.inpaint import TemporalBackgroundInpainter
+
+    frames = np.full((4, 40, 40, 3), 100, np.uint8)
+    frames[0, 10:30, 10:20] = 250  # the legs, left real in frame 0
+    region = np.zeros(frames.shape[:3], bool)
+    region[1:, 10:30, 10:20] = True  # erased in frames 1-3
+    person = frames.max(-1) > 200
+    inpaint = TemporalBackgroundInpainter()
+    assert inpaint(frames, region)[1:, 10:30, 10:20].min() == 250  # copied: how it went wrong
+    assert inpaint(frames, region, never_copy=person)[1:, 10:30, 10:20].max() < 150
+
+
 def test_second_person_lost_or_unfittable_withholds_the_clip(two_astronauts_result):
     frames, tracks, _ = two_astronauts_result
     anonymizer = AvatarAnonymizer(pose_source="given", max_gap=1)

@@ -124,7 +124,7 @@ def _pixel(point: np.ndarray) -> tuple[int, int]:
 
 
 class Inpainter(Protocol):
-    def __call__(self, frames: np.ndarray, region: np.ndarray) -> np.ndarray: ...
+    def __call__(self, frames: np.ndarray, region: np.ndarray, never_copy: np.ndarray | None = None) -> np.ndarray: ...
 
 
 class TemporalBackgroundInpainter:
@@ -135,23 +135,27 @@ class TemporalBackgroundInpainter:
     (`static_tolerance` grey levels on average), which rules out pans, zooms and lighting
     changes. OpenCV inpainting runs at most `max_inpaint_size` pixels across (it is slow on
     large holes and the hole is mostly hidden by the avatar anyway).
+
+    `never_copy` (T, H, W bool, optional) marks pixels outside the region that are no background
+    sample either: a person segmentation. A real person left real in one frame (for the residual
+    check to find) must not be painted into the others, where they would look static and real.
     """
 
     def __init__(self, static_tolerance: float = 6.0, max_inpaint_size: int = 128):
         self.static_tolerance = static_tolerance
         self.max_inpaint_size = max_inpaint_size
 
-    def __call__(self, frames: np.ndarray, region: np.ndarray) -> np.ndarray:
+    def __call__(self, frames: np.ndarray, region: np.ndarray, never_copy: np.ndarray | None = None) -> np.ndarray:
         out = frames.copy()
         if not region.any():
             return out
-        background, seen = self._temporal_median(frames, region)
-        free = ~region
+        free = ~region if never_copy is None else ~(region | never_copy)
+        background, seen = self._temporal_median(frames, ~free)
         for t in range(len(frames)):
             if not region[t].any():
                 continue
             hole = region[t].copy()
-            if seen.any() and free[t].any():
+            if (free[t] & seen).any():
                 difference = np.abs(frames[t].astype(np.int16) - background.astype(np.int16)).mean(-1)
                 if difference[free[t] & seen].mean() <= self.static_tolerance:
                     use = hole & seen

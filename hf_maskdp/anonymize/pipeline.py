@@ -367,9 +367,9 @@ class AvatarAnonymizer:
         with _timed(timings, "render"):
             renders = self._render(meshes, K, shape)
         with _timed(timings, "erase_region"):
-            pose_region, erased = self._erase_region(frames, tracks)
+            pose_region, erased, segmented = self._erase_region(frames, tracks)
         with _timed(timings, "inpaint"):
-            background = self._inpainter()(frames, erased)
+            background = self._inpainter()(frames, erased, never_copy=segmented)
         refiner = self._refiner()
         if refiner is not None:
             with _timed(timings, "refine"):  # mesh i of frame t is person people[t][i]
@@ -466,10 +466,11 @@ class AvatarAnonymizer:
         camera = Camera(K=K, R=np.eye(3), t=np.zeros(3), width=width, height=height)
         return [self._renderers[(width, height)].render(people, camera) if people else None for people in meshes]
 
-    def _erase_region(self, frames: np.ndarray, tracks) -> tuple[np.ndarray, np.ndarray]:
-        """(the people's pose region, the region to erase): the latter adds the blobs of the residual check's
-        person segmentation (on the real frames) attached to them (`inpaint.attached_segments`), so the hair or
-        a misplaced limb is painted over too instead of withholding the clip afterwards."""
+    def _erase_region(self, frames: np.ndarray, tracks) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(the people's pose region, the region to erase, the person segmentation or None). The region to erase
+        adds the blobs of the residual check's person segmentation (on the real frames) attached to them
+        (`inpaint.attached_segments`), so the hair or a misplaced limb is painted over too instead of
+        withholding the clip afterwards; no segmented pixel is copied into it (`TemporalBackgroundInpainter`)."""
         from hf_maskdp.anonymize.inpaint import attached_segments, person_region
 
         cfg = self.config
@@ -477,10 +478,11 @@ class AvatarAnonymizer:
         for track in tracks:
             region |= person_region(track, frames.shape[:3], cfg.region_dilation)
         if cfg.attach_segments is None:
-            return region, region
+            return region, region, None
         checker = self._checker()
-        segmentation = checker.segmentation(frames) > checker.segmentation_threshold
-        return region, region | attached_segments(segmentation, region, cfg.attach_segments, cfg.region_dilation)
+        segmented = checker.segmentation(frames) > checker.segmentation_threshold
+        attached = attached_segments(segmented, region, cfg.attach_segments, cfg.region_dilation)
+        return region, region | attached, segmented
 
     def _residual_status(self, frames: np.ndarray, avatar: np.ndarray, erased: np.ndarray | None = None) -> str | None:
         """`residual_person: ...` when the independent detectors see a real person outside the avatars."""
