@@ -2,8 +2,8 @@
 
     decode -> pose (every person) -> link people over frames, fill gaps, smooth -> fit body + camera
     (camera smoothed over time) -> render all people together -> check fit -> erase region (each person's
-    pose region; with `attach_segments`, plus the person segmentation attached to it) -> inpaint (never from
-    segmented pixels) -> [refine, optional] -> composite -> encode
+    pose region; with `attach_segments`, plus the person segmentation attached to it) -> inpaint -> [refine,
+    optional] -> composite -> encode
 
 Output columns: the anonymized clip replaces the input's video column (`video_column`, "video"
 by default), with `avatar_layer`, `sensitive_mask` and `storage_format` as
@@ -97,8 +97,9 @@ class AnonymizerConfig:
     min_fit_coverage: float = 0.35  # each avatar must cover this fraction of its person's segmentation (see _status)
     region_dilation: float = 0.02  # erase the person region grown by this fraction of the frame diagonal
     # also erase each blob of person segmentation (the residual check's model, on the real frames) with at least
-    # this share of its pixels in the people's region (hair, a limb the pose misplaced). Off by default: on street
-    # footage it also made clips `ok` that show people the check then missed (docs/benchmarks.md, "Real footage")
+    # this share of its pixels in the people's region (hair, a limb the pose misplaced), and never copy segmented
+    # pixels into the erased region. Off by default: it also made clips `ok` that show real people the residual
+    # check then missed (docs/benchmarks.md, "Real footage")
     attach_segments: float | None = None
     min_detection_confidence: float = 0.5
     residual_check: bool = True  # independent detectors look for real people left outside the avatars (residual.py)
@@ -470,22 +471,20 @@ class AvatarAnonymizer:
     def _erase_region(self, frames: np.ndarray, tracks) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(the people's pose region, the region to erase, the person segmentation of the real frames or None).
 
-        With the residual check on, its segmentation model marks the pixels the inpainter must never copy into
-        the region: a real person left real in one frame would otherwise be painted into the others, static, and
-        pass the check's motion test (`TemporalBackgroundInpainter`). With `attach_segments`, the region to erase
-        adds the blobs of that segmentation attached to the people (`inpaint.attached_segments`)."""
+        With `attach_segments`, the residual check's segmentation model runs on the real frames: the region to
+        erase adds its blobs attached to the people (`inpaint.attached_segments`), and the inpainter never copies
+        a segmented pixel into the region (a real person left real in one frame would be painted into the others,
+        static, and pass the check's motion test: `TemporalBackgroundInpainter`)."""
         from hf_maskdp.anonymize.inpaint import attached_segments, person_region
 
         cfg = self.config
         region = np.zeros(frames.shape[:3], bool)
         for track in tracks:
             region |= person_region(track, frames.shape[:3], cfg.region_dilation)
-        if not cfg.residual_check and cfg.attach_segments is None:
+        if cfg.attach_segments is None:
             return region, region, None
         checker = self._checker()
         segmented = checker.segmentation(frames) > checker.segmentation_threshold
-        if cfg.attach_segments is None:
-            return region, region, segmented
         attached = attached_segments(segmented, region, cfg.attach_segments, cfg.region_dilation)
         return region, region | attached, segmented
 
