@@ -18,6 +18,7 @@ import datasets  # noqa: E402
 
 from hf_maskdp.anonymize.inpaint import person_region  # noqa: E402
 from hf_maskdp.anonymize.pipeline import AnonymizationError, AnonymizerConfig, AvatarAnonymizer  # noqa: E402
+from hf_maskdp.anonymize.residual import ResidualPersonCheck  # noqa: E402
 from hf_maskdp.storage import AVATAR_MASK_BLOCK, DEFAULT_MASK_BLOCK, cover_blocks  # noqa: E402
 from hf_maskdp.video import decode_mask, encode_video, load_video_frames  # noqa: E402
 
@@ -272,6 +273,63 @@ def given_poses(tracks, num_frames: int) -> list[dict]:
         }
         for track in tracks
     ]
+
+
+def test_person_segmentation_attached_to_the_person_is_erased_too(astronaut_mp4, astronaut_result):
+    """The pose's own region (its segmentation, the skeleton, a dilation) leaves hair, parts of the bulky suit
+    and the helmet in her hands outside; with `attach_segments`, the person segmentation attached to her is
+    painted over too."""
+    frames, _, before = astronaut_result
+    result = AvatarAnonymizer(attach_segments=0.9).anonymize_clip(str(astronaut_mp4))
+    added = result.erased_mask & ~before.erased_mask & ~before.avatar_mask & ~result.avatar_mask
+    segmentation = ResidualPersonCheck().segmentation(frames) > 0.5
+    assert added.sum() > 3000 and (added & segmentation).sum() > 0.5 * added.sum()
+    np.testing.assert_array_equal(before.frames[added], frames[added])  # it used to stay real
+    assert result.sensitive_mask[added].all()
+    painted = (result.frames != frames).any(-1)
+    assert painted[added & segmentation].mean() > 0.9  # now inpainted (was 0): the person's pixels are gone
+
+
+def test_segment_of_a_second_person_without_pose_is_left_for_the_residual_check(two_astronauts_result):
+    """A person without a pose is not erased as someone's attached segment: the clip is withheld."""
+    frames, tracks, _ = two_astronauts_result
+    anonymizer = AvatarAnonymizer(pose_source="given", attach_segments=0.9)
+    result = anonymizer.anonymize_clip(frames[:3], {"pose": given_poses(tracks, 3)[:1]})
+    assert result.status.startswith("residual_person: a real person outside the avatars")
+    second = person_region(tracks[1], frames.shape[:3], dilation=0.0)[:3]
+    np.testing.assert_array_equal(result.frames[second], frames[:3][second])  # left real, as evidence
+
+
+def test_attached_segments_rule():
+    """A blob joins the erased region when at least `min_inside` of it lies in the people's region, grown."""
+    from hf_maskdp.anonymize.inpaint import attached_segments
+
+    region = np.zeros((1, 100, 100), bool)
+    region[0, 20:80, 20:40] = region[0, 20:80, 60:70] = True  # two people's regions
+    segmentation = np.zeros_like(region)
+    segmentation[0, 15:80, 20:40] = True  # the first with hair above: 1,200 of 1,300 px inside (92 %)
+    segmentation[0, 20:80, 60:90] = True  # the second merged with a neighbour: 600 of 1,800 inside (33 %)
+    segmentation[0, 85:95, 85:95] = True  # someone else, apart
+    attached = attached_segments(segmentation, region, 0.9, dilation=0.0)[0]
+    assert attached[15:20, 20:40].all() and attached[13, 25]  # the hair, grown by the (smallest) dilation
+    assert not attached[20:80, 75:90].any() and not attached[85:95, 85:95].any()  # left for the residual check
+    assert not attached_segments(segmentation, region, 0.95, dilation=0.0)[0, 15:20].any()  # 92 % < 95 %
+
+
+def test_person_left_real_is_not_copied_into_the_erased_region_of_other_frames():
+    """The temporal background is a median over the frames where a pixel is outside the region: a person
+    left real there (legs the erased region missed in one frame) would be painted into every other frame,
+    static, and so pass the residual check's motion test. Segmented pixels are never copied."""
+    from hf_maskdp.anonymize.inpaint import TemporalBackgroundInpainter
+
+    frames = np.full((4, 40, 40, 3), 100, np.uint8)
+    frames[0, 10:30, 10:20] = 250  # the legs, left real in frame 0
+    region = np.zeros(frames.shape[:3], bool)
+    region[1:, 10:30, 10:20] = True  # erased in frames 1-3
+    person = frames.max(-1) > 200
+    inpaint = TemporalBackgroundInpainter()
+    assert inpaint(frames, region)[1:, 10:30, 10:20].min() == 250  # copied: how it went wrong
+    assert inpaint(frames, region, never_copy=person)[1:, 10:30, 10:20].max() < 150
 
 
 def test_second_person_lost_or_unfittable_withholds_the_clip(two_astronauts_result):

@@ -67,6 +67,31 @@ def person_region(track: PoseTrack, shape: tuple[int, int, int], dilation: float
     return region
 
 
+def attached_segments(segmentation: np.ndarray, region: np.ndarray, min_inside: float, dilation: float) -> np.ndarray:
+    """Bool (T, H, W): the blobs of `segmentation` that belong to the people in `region`, grown by `dilation`.
+
+    `segmentation` (T, H, W bool) comes from a person segmentation of the real frames other than the
+    pose model's; `region` is the people's erase region (`person_region`). A blob belongs to them when
+    at least `min_inside` of its pixels already lie in `region`: hair, the top of a head or a limb the
+    pose put elsewhere stick out of it, while a blob mostly outside is someone (or something) else and is
+    left alone, evidence for the residual check.
+    """
+    num_frames, height, width = segmentation.shape
+    attached = np.zeros(segmentation.shape, bool)
+    kernel = _disc(dilation, height, width)
+    for t in range(num_frames):
+        if not (segmentation[t] & region[t]).any():
+            continue
+        count, labels = cv2.connectedComponents(segmentation[t].astype(np.uint8))
+        blob_size = np.bincount(labels.ravel(), minlength=count)
+        inside = np.bincount(labels[region[t]], minlength=count)
+        keep = inside >= min_inside * blob_size
+        keep[0] = False  # the background label
+        if keep.any():
+            attached[t] = cv2.dilate(keep[labels].astype(np.uint8), kernel).astype(bool)
+    return attached
+
+
 def detection_region(person: Detection, shape: tuple[int, int], dilation: float = 0.02) -> np.ndarray:
     """Bool (H, W): one person in one frame, as `person_region` draws it (segmentation, body, dilation)."""
     region = np.zeros(shape, bool) if person.person_mask is None else person.person_mask > 0.2
@@ -99,7 +124,7 @@ def _pixel(point: np.ndarray) -> tuple[int, int]:
 
 
 class Inpainter(Protocol):
-    def __call__(self, frames: np.ndarray, region: np.ndarray) -> np.ndarray: ...
+    def __call__(self, frames: np.ndarray, region: np.ndarray, never_copy: np.ndarray | None = None) -> np.ndarray: ...
 
 
 class TemporalBackgroundInpainter:
@@ -110,23 +135,27 @@ class TemporalBackgroundInpainter:
     (`static_tolerance` grey levels on average), which rules out pans, zooms and lighting
     changes. OpenCV inpainting runs at most `max_inpaint_size` pixels across (it is slow on
     large holes and the hole is mostly hidden by the avatar anyway).
+
+    `never_copy` (T, H, W bool, optional) marks pixels outside the region that are no background
+    sample either: a person segmentation. A real person left real in one frame (for the residual
+    check to find) must not be painted into the others, where they would look static and real.
     """
 
     def __init__(self, static_tolerance: float = 6.0, max_inpaint_size: int = 128):
         self.static_tolerance = static_tolerance
         self.max_inpaint_size = max_inpaint_size
 
-    def __call__(self, frames: np.ndarray, region: np.ndarray) -> np.ndarray:
+    def __call__(self, frames: np.ndarray, region: np.ndarray, never_copy: np.ndarray | None = None) -> np.ndarray:
         out = frames.copy()
         if not region.any():
             return out
-        background, seen = self._temporal_median(frames, region)
-        free = ~region
+        free = ~region if never_copy is None else ~(region | never_copy)
+        background, seen = self._temporal_median(frames, ~free)
         for t in range(len(frames)):
             if not region[t].any():
                 continue
             hole = region[t].copy()
-            if seen.any() and free[t].any():
+            if (free[t] & seen).any():
                 difference = np.abs(frames[t].astype(np.int16) - background.astype(np.int16)).mean(-1)
                 if difference[free[t] & seen].mean() <= self.static_tolerance:
                     use = hole & seen

@@ -1,8 +1,9 @@
 """`AvatarAnonymizer`: replace every person in a clip by a rendered avatar, as a `datasets` map function.
 
     decode -> pose (every person) -> link people over frames, fill gaps, smooth -> fit body + camera
-    (camera smoothed over time) -> render all people together -> check fit -> inpaint
-    -> [refine, optional] -> composite -> encode
+    (camera smoothed over time) -> render all people together -> check fit -> erase region (each person's
+    pose region; with `attach_segments`, plus the person segmentation attached to it) -> inpaint -> [refine,
+    optional] -> composite -> encode
 
 Output columns: the anonymized clip replaces the input's video column (`video_column`, "video"
 by default), with `avatar_layer`, `sensitive_mask` and `storage_format` as
@@ -95,6 +96,11 @@ class AnonymizerConfig:
     camera_smoothing_sigma: float = 2.0  # temporal smoothing of each avatar's camera pose (PnP), in frames
     min_fit_coverage: float = 0.35  # each avatar must cover this fraction of its person's segmentation (see _status)
     region_dilation: float = 0.02  # erase the person region grown by this fraction of the frame diagonal
+    # also erase each blob of person segmentation (the residual check's model, on the real frames) with at least
+    # this share of its pixels in the people's region (hair, a limb the pose misplaced), and never copy segmented
+    # pixels into the erased region. Off by default: it also made clips `ok` that show real people the residual
+    # check then missed (docs/benchmarks.md, "Real footage")
+    attach_segments: float | None = None
     min_detection_confidence: float = 0.5
     residual_check: bool = True  # independent detectors look for real people left outside the avatars (residual.py)
     focal_length: float | None = None  # pixels; default max(H, W) (~53 degrees across)
@@ -132,6 +138,8 @@ class AnonymizerConfig:
             raise ValueError(f"supersample={self.supersample}: render at least 1 sample per pixel")
         if self.max_people < 1:
             raise ValueError(f"max_people={self.max_people}: search for at least 1 person per frame")
+        if self.attach_segments is not None and not 0 < self.attach_segments <= 1:
+            raise ValueError(f"attach_segments={self.attach_segments}: a fraction in (0, 1], or None (off)")
         if not 0 <= self.min_fit_coverage <= 1:
             raise ValueError(f"min_fit_coverage={self.min_fit_coverage}: a fraction in [0, 1]")
         if self.max_resolution is not None and self.max_resolution < 16:
@@ -196,6 +204,7 @@ class AnonymizedClip:
     frames: np.ndarray | None = None  # uint8 (T, H, W, 3)
     sensitive_mask: np.ndarray | None = None  # bool (T, H, W)
     avatar_mask: np.ndarray | None = None  # bool (T, H, W)
+    erased_mask: np.ndarray | None = None  # bool (T, H, W): painted over from the background (never written to rows)
     num_people: int = 0
     identities: list = field(default_factory=list)  # each person's avatar seed
     fps: float = 25.0
@@ -359,9 +368,10 @@ class AvatarAnonymizer:
             meshes, people, fitted = self._fit_people(tracks, appearances, K, shape)
         with _timed(timings, "render"):
             renders = self._render(meshes, K, shape)
+        with _timed(timings, "erase_region"):
+            pose_region, erased, segmented = self._erase_region(frames, tracks)
         with _timed(timings, "inpaint"):
-            erased = self._person_region(shape, tracks)
-            background = self._inpainter()(frames, erased)
+            background = self._inpainter()(frames, erased, never_copy=segmented)
         refiner = self._refiner()
         if refiner is not None:
             with _timed(timings, "refine"):  # mesh i of frame t is person people[t][i]
@@ -387,11 +397,13 @@ class AvatarAnonymizer:
         status = _status(tracks, fitted, avatar, cfg.min_fit_coverage)
         if status == STATUS_OK:
             with _timed(timings, "residual_check"):
-                painted = erased & np.array([render is not None for render in renders])[:, None, None]
+                # the check counts the pose region as covered (its smears are no person), but not the attached
+                # segments: they are judged like real pixels, so they make a clip `ok` only if no person is left there
+                painted = pose_region & np.array([render is not None for render in renders])[:, None, None]
                 status = self._residual_status(output, avatar, painted) or STATUS_OK
         refined_by = None if refiner is None else f"{cfg.refiner} (context={refiner.config.context})"
         return AnonymizedClip(
-            status, output, sensitive, avatar, len(tracks), identities, fps, dict(timings), refined_by
+            status, output, sensitive, avatar, erased, len(tracks), identities, fps, dict(timings), refined_by
         )
 
     def _frames(self, video: Any) -> np.ndarray:
@@ -456,23 +468,39 @@ class AvatarAnonymizer:
         camera = Camera(K=K, R=np.eye(3), t=np.zeros(3), width=width, height=height)
         return [self._renderers[(width, height)].render(people, camera) if people else None for people in meshes]
 
-    def _person_region(self, shape, tracks) -> np.ndarray:
-        from hf_maskdp.anonymize.inpaint import person_region
+    def _erase_region(self, frames: np.ndarray, tracks) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(the people's pose region, the region to erase, the person segmentation of the real frames or None).
 
-        region = np.zeros(shape, bool)
+        With `attach_segments`, the residual check's segmentation model runs on the real frames: the region to
+        erase adds its blobs attached to the people (`inpaint.attached_segments`), and the inpainter never copies
+        a segmented pixel into the region (a real person left real in one frame would be painted into the others,
+        static, and pass the check's motion test: `TemporalBackgroundInpainter`)."""
+        from hf_maskdp.anonymize.inpaint import attached_segments, person_region
+
+        cfg = self.config
+        region = np.zeros(frames.shape[:3], bool)
         for track in tracks:
-            region |= person_region(track, shape, self.config.region_dilation)
-        return region
+            region |= person_region(track, frames.shape[:3], cfg.region_dilation)
+        if cfg.attach_segments is None:
+            return region, region, None
+        checker = self._checker()
+        segmented = checker.segmentation(frames) > checker.segmentation_threshold
+        attached = attached_segments(segmented, region, cfg.attach_segments, cfg.region_dilation)
+        return region, region | attached, segmented
 
     def _residual_status(self, frames: np.ndarray, avatar: np.ndarray, erased: np.ndarray | None = None) -> str | None:
         """`residual_person: ...` when the independent detectors see a real person outside the avatars."""
         if not self.config.residual_check:
             return None
+        return self._checker().check(frames, avatar, erased)
+
+    def _checker(self):
+        """The residual check (its segmentation model also finds what `_erase_region` attaches), once per process."""
         if self._residual is None:
             from hf_maskdp.anonymize.residual import ResidualPersonCheck
 
             self._residual = ResidualPersonCheck()
-        return self._residual.check(frames, avatar, erased)
+        return self._residual
 
     def _pose_source(self):
         if self._pose is None:

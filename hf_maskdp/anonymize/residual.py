@@ -89,13 +89,21 @@ class ResidualPersonCheck:
         # (cones, a tripod, a lamp) at most 0.2 % with a still camera, 5 % in a simulated pan (docs/benchmarks.md).
         self.min_moving = min_moving
         self.max_blobs = 4  # segmented blobs searched per frame, largest first
-        self._models: tuple | None = None
+        self._segmenter = None
+        self._models: tuple | None = None  # the face and hand graphs
         self._crops = None
         self._tracking_hands = False  # the hand graph's last frame showed hands: it tracks them
         self._hands_size: tuple | None = None  # (H, W) of the frames it saw last
 
     def __getstate__(self):  # mediapipe graphs cannot be pickled; workers rebuild them
-        return {**self.__dict__, "_models": None, "_crops": None, "_tracking_hands": False, "_hands_size": None}
+        return {
+            **self.__dict__,
+            "_segmenter": None,
+            "_models": None,
+            "_crops": None,
+            "_tracking_hands": False,
+            "_hands_size": None,
+        }
 
     def _crop_search(self):
         if self._crops is None:
@@ -105,12 +113,13 @@ class ResidualPersonCheck:
         return self._crops
 
     def _graphs(self) -> tuple:
+        """The face and hand graphs. Built where they run (in `evidence`): a graph opens its models in
+        background threads, whose log lines must fall inside `quiet_mediapipe_logs`."""
         if self._models is None:
             from hf_maskdp.anonymize.pose import import_mediapipe
 
             mp = import_mediapipe()
             self._models = (
-                mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1),
                 mp.solutions.face_detection.FaceDetection(
                     model_selection=1, min_detection_confidence=self.min_face_confidence
                 ),
@@ -124,6 +133,15 @@ class ResidualPersonCheck:
         return self._models
 
     @quiet_mediapipe_logs()
+    def segmentation(self, frames: np.ndarray) -> np.ndarray:
+        """(T, H, W) float32: the segmentation model's soft person mask of each frame (what `evidence` thresholds)."""
+        if self._segmenter is None:
+            from hf_maskdp.anonymize.pose import import_mediapipe
+
+            self._segmenter = import_mediapipe().solutions.selfie_segmentation.SelfieSegmentation(model_selection=1)
+        return np.array([self._segmenter.process(np.ascontiguousarray(frame)).segmentation_mask for frame in frames])
+
+    @quiet_mediapipe_logs()
     def evidence(self, frames: np.ndarray, covered: np.ndarray | None = None) -> list[Evidence]:
         """Per frame, where the three detectors see a person (hand tracking starts afresh per call).
 
@@ -132,7 +150,7 @@ class ResidualPersonCheck:
         docstring); hands always."""
         from hf_maskdp.anonymize.pose import clear_tracking
 
-        segmenter, face_detector, hand_detector = self._graphs()
+        face_detector, hand_detector = self._graphs()
         height, width = frames.shape[1:3]
         if self._tracking_hands and (height, width) != self._hands_size:
             hand_detector.reset()
@@ -141,9 +159,8 @@ class ResidualPersonCheck:
         self._hands_size = (height, width)
         size = np.array([width, height, width, height], np.float32)
         result = []
-        for t, frame in enumerate(frames):
+        for t, (frame, soft) in enumerate(zip(frames, self.segmentation(frames))):
             frame = np.ascontiguousarray(frame)
-            soft = segmenter.process(frame).segmentation_mask
             segmentation = soft > self.segmentation_threshold
             faint = covered is None or (soft[~covered[t]] > self.faint_segmentation).any()
             face_boxes = []
