@@ -73,11 +73,15 @@ class QuickstartConfig:
     batch_size: int = 32  # also the expected Poisson batch of the private branch
     learning_rate: float = 1e-3  # AdamW, the runs without noise
     clip_norm: float = 1.0
-    # runs with a noisy private branch: SGD with momentum (AdamW turns noise into full-size steps)
+    # runs with a noisy private branch: SGD with momentum (with AdamW, maskdp's noise drowns the
+    # public gradient in Adam's per-coordinate scaling)
     private_optim: str = "sgd"
     private_optim_args: str | None = "momentum=0.9"
     private_learning_rate: float = 0.05
     private_grad_weight: float = 0.1  # lambda_priv of maskdp (dpsgd has no public branch: 1)
+    # dpsgd's noisy update through AdamW at `learning_rate` instead of `private_optim` (DP-Adam: the
+    # same noisy gradient, other post-processing); won on dpsgd's validation at ~1000 records
+    dpsgd_adamw: bool = False
     public_view: str = "fill"
     public_fill: str = "mean"  # chosen on validation at the demo's size; the benchmark preset: "scene"
     delta: float = 1e-5
@@ -126,6 +130,7 @@ class QuickstartConfig:
                 sweep_seeds=3,
                 num_proc=2,
                 public_fill="scene",  # won on validation at ~1000 records (mean did at ~200): docs/benchmarks.md
+                dpsgd_adamw=True,  # dpsgd's validation choice at every budget at this size: docs/benchmarks.md
             ),
             "fast": dict(
                 num_train=12,
@@ -454,11 +459,14 @@ def build_model(config: QuickstartConfig, seed: int):
 
 def training_args(run: dict, config: QuickstartConfig, output_dir: Path):
     """The `MaskDPConfig` of one run: the same in every setting except the optimizer of the runs
-    with a noisy private branch (`private_optim`, `private_learning_rate`, `private_grad_weight`)."""
+    with a noisy private branch (`private_optim`, `private_learning_rate`, `private_grad_weight`,
+    `dpsgd_adamw`)."""
     from hf_maskdp.training.config import MaskDPConfig
 
-    private = run["setting"] in ("dpsgd", "maskdp")
-    optim, optim_args = (config.private_optim, config.private_optim_args) if private else ("adamw_torch", None)
+    private_optimizer = run["setting"] == "maskdp" or (run["setting"] == "dpsgd" and not config.dpsgd_adamw)
+    optim, optim_args = (
+        (config.private_optim, config.private_optim_args) if private_optimizer else ("adamw_torch", None)
+    )
     return MaskDPConfig(
         output_dir=str(output_dir),
         privacy_mode=run["setting"],
@@ -471,7 +479,7 @@ def training_args(run: dict, config: QuickstartConfig, output_dir: Path):
         per_device_eval_batch_size=64,
         public_view=config.public_view,
         num_train_epochs=config.epochs,
-        learning_rate=config.private_learning_rate if private else config.learning_rate,
+        learning_rate=config.private_learning_rate if private_optimizer else config.learning_rate,
         optim=optim,
         optim_args=optim_args,
         private_grad_weight=config.private_grad_weight if run["setting"] == "maskdp" else 1.0,
@@ -707,8 +715,8 @@ and maskdp ≥ public_only − 0.02):
 validation and {config.num_test} test clips of {config.clip_frames} frames at {config.clip_size} px per regime; \
 VideoMAE {init}, fine-tuned {config.epochs:g} epochs, batch {config.batch_size} (the expected Poisson batch of \
 the private branch); AdamW lr {config.learning_rate:g} without noise, {config.private_optim} \
-({config.private_optim_args or "defaults"}) lr {config.private_learning_rate:g} with noise, λ_priv = \
-{config.private_grad_weight:g} for maskdp; public view `{config.public_view}` ({config.public_fill} fill); δ = {config.delta:g}; seeds \
+({config.private_optim_args or "defaults"}) lr {config.private_learning_rate:g} with noise \
+({"maskdp; dpsgd: AdamW" if config.dpsgd_adamw else "maskdp and dpsgd"}), λ_priv = {config.private_grad_weight:g} for maskdp; public view `{config.public_view}` ({config.public_fill} fill); δ = {config.delta:g}; seeds \
 {list(config.seeds)} (budgets {list(config.sweep_epsilons)} with the first {config.sweep_seeds}). \
 Mean ± standard deviation over seeds. Total time {seconds / 60:.1f} min.
 

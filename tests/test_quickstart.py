@@ -155,6 +155,14 @@ def test_only_the_noisy_runs_get_the_private_optimizer(tmp_path):
     sgd = training_args(dict(setting="dpsgd", train_data="original", target=1.0, seed=0), config, tmp_path)
     optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(sgd)
     assert optimizer_class is torch.optim.SGD and kwargs["momentum"] == 0.9
+    # dpsgd_adamw (the benchmark preset): dpsgd's noisy update goes through AdamW, maskdp keeps SGD
+    adam = QuickstartConfig(dpsgd_adamw=True)
+    dpsgd, maskdp = (
+        training_args(dict(setting=setting, train_data="original", target=1.0, seed=0), adam, tmp_path)
+        for setting in ("dpsgd", "maskdp")
+    )
+    assert (dpsgd.optim, dpsgd.learning_rate, dpsgd.privacy_mode) == ("adamw_torch", adam.learning_rate, "dpsgd")
+    assert (maskdp.optim, maskdp.learning_rate) == ("sgd", adam.private_learning_rate)
 
 
 def test_presets_and_their_sizes():
@@ -185,3 +193,4 @@ def test_the_cli_passes_the_levers_to_the_preset(monkeypatch, tmp_path):
     chosen, preset = seen
     assert (chosen.public_fill, chosen.private_grad_weight, chosen.regimes) == ("mean", 1.0, ("ucf",))
     assert (preset.public_fill, preset.private_grad_weight, preset.num_train) == ("scene", 0.1, 1024)
+    assert preset.dpsgd_adamw and not QuickstartConfig.preset("demo").dpsgd_adamw
