@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench_real_footage.py [--repeats 3] [--baseline DIR]
     .venv/bin/python scripts/bench_real_footage.py --clutter PATH/TO/vtest.avi [--stride 45] [--clip-frames 8]
         [--camera still|pan|zoom]
+    .venv/bin/python scripts/bench_real_footage.py --leaks [PATH/TO/vtest.avi] [--stride 45]
 
 Per clip: status, people found vs present, and residual detections in a published clip (frames
 with a face, a hand or a person segment confirmed by motion or a pose off the avatars, inpainted pixels included,
@@ -19,6 +20,15 @@ once (their wall time counts whatever else the machine runs; the load average is
 `--clutter VIDEO` measures the residual check alone on many more clips: crops of a longer video
 (the 480x360 copy of OpenCV's vtest.avi that tests/data was cut from), with no avatars, `--clip-frames`
 long, the camera still or moved over the scene (`--camera`); before (pose alone) and now side by side.
+
+`--leaks [VIDEO]` measures what matters in the end: published clips that still show a real person. The
+whole anonymizer runs on the demo's rendered clips (`QuickstartConfig.preset("demo")`, `ntu`, every split;
+the generator knows each person's pixels) and, given VIDEO, on its 8-frame crops with people as `--clutter`
+cuts them (a real person's pixels: those that differ from the video's median frame, i.e. moving people,
+and also flapping tape: look before you count). A published clip shows a real person when such pixels
+(eroded by one pixel) outside the grown avatars and the erased region cover at least 0.3 % of some frame.
+The residual check's rules are counted side by side: before (motion, pose, faces, hands) and with the
+found people's own bodies (`residual.body_left_real`).
 """
 
 from __future__ import annotations
@@ -98,8 +108,7 @@ def clutter(video: str, stride: int, clip_frames: int = 8, camera: str = "still"
                 window = np.stack([source[start + i, y : y + crop_h, xx : xx + crop_w] for i, xx in enumerate(xs)])
                 foreground = 0
                 for frame, xx in zip(window, xs):
-                    moving = np.abs(frame.astype(np.int16) - background[y : y + crop_h, xx : xx + crop_w]).max(-1) > 35
-                    opened = cv2.morphologyEx(moving.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2)))
+                    opened = moving_pixels(frame, background[y : y + crop_h, xx : xx + crop_w])
                     foreground = max(foreground, int(opened.sum()))
                 kind = "with people" if foreground >= 60 else "empty" if foreground < 5 else None
                 if kind is None:  # a few moving pixels: neither
@@ -120,6 +129,80 @@ def clutter(video: str, stride: int, clip_frames: int = 8, camera: str = "still"
     for name in checks:
         shares = "   ".join(f"{kind} {counts[kind, name]:4d} of {counts[kind]:4d}" for kind in ("with people", "empty"))
         print(f"  {name:22s} {shares}")
+
+
+def leaks(video: str | None, stride: int) -> None:
+    import cv2
+    import numpy as np
+
+    from hf_maskdp.anonymize.pipeline import AvatarAnonymizer
+    from hf_maskdp.anonymize.residual import ResidualPersonCheck
+
+    check, anonymizer = ResidualPersonCheck(), AvatarAnonymizer(residual_check=False)
+    sources = {"rendered people (demo, ntu)": rendered_clips()}
+    if video:
+        sources[f"crops with people of {Path(video).name}"] = street_crops(video, stride)
+    for source, clips in sources.items():
+        counts = Counter()
+        for frames, person in clips:
+            counts["clips"] += 1
+            result = anonymizer.anonymize_clip(frames)
+            if not result.ok:
+                continue
+            grown = np.array([check.grow(mask) for mask in result.avatar_mask])
+            core = np.array([cv2.erode(p.astype(np.uint8), np.ones((3, 3))) for p in person]).astype(bool)
+            left = (core & ~grown & ~result.erased_mask).reshape(len(frames), -1).sum(1)
+            shows = left.max() >= 0.003 * person[0].size
+            before = check.check(result.frames, result.avatar_mask, result.erased_mask) is None
+            now = before and check.check(result.frames, result.avatar_mask, result.erased_mask, frames) is None
+            for rules, published in (("before", before), ("now", now)):
+                counts[rules, "published"] += published
+                counts[rules, "showing a person"] += published and shows
+        print(f"\n{source}: {counts['clips']} clips")
+        for rules, name in (("before", "motion, pose, faces, hands"), ("now", "and the found people's bodies")):
+            print(
+                f"  published ({name:30s}): {counts[rules, 'published']:4d}, "
+                f"showing a real person: {counts[rules, 'showing a person']:3d}"
+            )
+
+
+def rendered_clips():
+    """(frames, person pixels) of the demo's `ntu` clips, stored and decoded as the quickstart does."""
+    from hf_maskdp.quickstart import QuickstartConfig, _generate
+    from hf_maskdp.video import decode_mask, load_video_frames
+
+    for split in _generate(QuickstartConfig.preset("demo", progress=False), "ntu").values():
+        for row in split:
+            yield load_video_frames(row["video"]), decode_mask(row["person_mask"])
+
+
+def street_crops(video: str, stride: int, clip_frames: int = 8):
+    """(frames, moving pixels) of the crops with people of `--clutter` (still camera)."""
+    import cv2
+    import numpy as np
+
+    from hf_maskdp.video import load_video_frames
+
+    source = load_video_frames(video)
+    background = np.median(source[::3], axis=0).astype(np.int16)
+    for start in range(0, len(source) - clip_frames, stride):
+        for y in range(0, source.shape[1] - 75 + 1, 71):
+            for x in range(0, source.shape[2] - 100 + 1, 95):
+                window = source[start : start + clip_frames, y : y + 75, x : x + 100]
+                moving = np.stack([moving_pixels(frame, background[y : y + 75, x : x + 100]) for frame in window])
+                if moving.sum((1, 2)).max() < 60:
+                    continue
+                frames = np.stack([cv2.resize(f, (320, 240), interpolation=cv2.INTER_CUBIC) for f in window])
+                yield frames, np.stack([cv2.resize(m, (320, 240), interpolation=cv2.INTER_NEAREST) for m in moving]) > 0
+
+
+def moving_pixels(frame, background):
+    """uint8 (h, w): 1 where `frame` differs from the video's median frame (a moving thing), specks removed."""
+    import cv2
+    import numpy as np
+
+    moving = np.abs(frame.astype(np.int16) - background).max(-1) > 35
+    return cv2.morphologyEx(moving.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2)))
 
 
 def camera_frame(frame, x: float, y: float, scale: float):
@@ -198,12 +281,22 @@ def main() -> None:
     parser.add_argument(
         "--clutter", metavar="VIDEO", help="only: the residual check on crops of this video (e.g. vtest.avi)"
     )
-    parser.add_argument("--stride", type=int, default=45, help="--clutter: frames between clip starts")
+    parser.add_argument(
+        "--leaks",
+        nargs="?",
+        const="",
+        metavar="VIDEO",
+        help="only: published clips showing a real person, on the demo's rendered clips and crops of VIDEO",
+    )
+    parser.add_argument("--stride", type=int, default=45, help="--clutter, --leaks: frames between clip starts")
     parser.add_argument("--clip-frames", type=int, default=8, help="--clutter: frames per clip")
     parser.add_argument("--camera", choices=("still", "pan", "zoom"), default="still", help="--clutter: camera motion")
     args = parser.parse_args()
     if args.speed_json:
         print(json.dumps(speed()))
+        return
+    if args.leaks is not None:
+        leaks(args.leaks or None, args.stride)
         return
     if args.clutter:
         if args.camera == "zoom" and args.clip_frames > 32:  # 1.5 % a frame would shrink the crop to nothing

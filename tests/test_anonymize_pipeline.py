@@ -590,3 +590,43 @@ def test_cli_bad_input_is_one_line(tmp_path, options, problem):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
     assert problem in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_body_left_real_rule():
+    """A segment reaching into a found person's region counts when enough of it is left uncovered and still
+    looks like a person in the output; a spread that vanishes with the person, a segment nearly all inside the
+    region or someone else apart do not (those are other rules' business)."""
+    from hf_maskdp.anonymize.residual import body_left_real
+
+    region = np.zeros((100, 100), bool)
+    region[10:50, 40:60] = True  # the found person's erase region: head and torso
+    covered = region.copy()
+    legs = np.zeros_like(region)
+    legs[10:90, 42:58] = True  # their whole body segmented: 640 of 1,280 px inside (50 %)
+    assert body_left_real(legs, region, covered, still_segmented=legs)
+    assert not body_left_real(legs, region, covered, still_segmented=np.zeros_like(legs))  # a spread, gone
+    assert not body_left_real(legs, region, covered | legs, still_segmented=legs)  # all covered
+    hair = np.zeros_like(region)
+    hair[8:50, 42:58] = True  # 2 rows above the region: 95 % inside
+    assert not body_left_real(hair, region, covered, still_segmented=hair)
+    apart = np.zeros_like(region)
+    apart[60:95, 5:20] = True  # someone else, not touching the region: for the motion and pose rules
+    assert not body_left_real(apart, region, covered, still_segmented=apart)
+
+
+def test_found_persons_legs_left_real_withhold_the_clip():
+    """A rendered person of the demo dataset (validation clip 12) whose pose ends at the knees: the avatar and
+    the erased region miss the legs, which stay real and standing (no motion), and a legs-only segment gives
+    no pose in a crop. The check's motion and pose rules let it pass; the found person's own segment does not."""
+    from hf_maskdp.data.build import ClipGenerator
+    from hf_maskdp.quickstart import QuickstartConfig, generator_config
+
+    clip = ClipGenerator(generator_config(QuickstartConfig.preset("demo"), "ntu")).clip("validation", 12, label=1)
+    frames = load_video_frames(encode_video(clip["frames"], fps=25))  # stored and decoded as the demo does
+    result = AvatarAnonymizer().anonymize_clip(frames)
+    left_real = clip["person_mask"] & ~result.erased_mask & ~result.avatar_mask
+    assert left_real.reshape(len(frames), -1).sum(1).max() > 0.03 * frames[0, ..., 0].size  # the legs: a leak
+    assert result.status.startswith("residual_person: a real person outside the avatars")
+    assert "a found person's body beside their avatar" in result.status
+    without_real_frames = ResidualPersonCheck().check(result.frames, result.avatar_mask, result.erased_mask)
+    assert without_real_frames is None  # the motion and pose rules alone pass it

@@ -20,8 +20,8 @@ Failure policy (`errors`): a clip where a person may still be visible (nobody fo
 without a pose in some frames after gap filling, a person who could not be fitted or whose avatar
 does not cover them, undecodable input) is never published as anonymized. Before a clip is `ok`,
 an independent check (`residual.py`: person segmentation, faces, hands, on every output frame)
-looks for real people outside the avatars, such as someone the pose model never found; evidence
-makes the clip `residual_person: ...`. A person that neither the pose model nor the check sees
+looks for real people outside the avatars, such as someone the pose model never found or the legs
+of a found person below a misplaced avatar; evidence makes the clip `residual_person: ...`. A person that neither the pose model nor the check sees
 (too small, too unusual) still stays in an `ok` clip, marked sensitive like every non-avatar
 pixel (docs/privacy.md, Sharp edges). "withhold"
 (default) writes `video=None` and empty masks with a status saying why; "keep" keeps the
@@ -400,7 +400,7 @@ class AvatarAnonymizer:
                 # the check counts the pose region as covered (its smears are no person), but not the attached
                 # segments: they are judged like real pixels, so they make a clip `ok` only if no person is left there
                 painted = pose_region & np.array([render is not None for render in renders])[:, None, None]
-                status = self._residual_status(output, avatar, painted) or STATUS_OK
+                status = self._residual_status(output, avatar, painted, frames) or STATUS_OK
         refined_by = None if refiner is None else f"{cfg.refiner} (context={refiner.config.context})"
         return AnonymizedClip(
             status, output, sensitive, avatar, erased, len(tracks), identities, fps, dict(timings), refined_by
@@ -488,11 +488,14 @@ class AvatarAnonymizer:
         attached = attached_segments(segmented, region, cfg.attach_segments, cfg.region_dilation)
         return region, region | attached, segmented
 
-    def _residual_status(self, frames: np.ndarray, avatar: np.ndarray, erased: np.ndarray | None = None) -> str | None:
-        """`residual_person: ...` when the independent detectors see a real person outside the avatars."""
+    def _residual_status(
+        self, frames: np.ndarray, avatar: np.ndarray, erased: np.ndarray | None = None, real_frames=None
+    ) -> str | None:
+        """`residual_person: ...` when the independent detectors see a real person outside the avatars (in
+        `frames`, the output; `real_frames`, the input, shows where the found people's bodies are)."""
         if not self.config.residual_check:
             return None
-        return self._checker().check(frames, avatar, erased)
+        return self._checker().check(frames, avatar, erased, real_frames)
 
     def _checker(self):
         """The residual check (its segmentation model also finds what `_erase_region` attaches), once per process."""

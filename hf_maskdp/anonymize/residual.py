@@ -15,7 +15,11 @@ left real, marked sensitive) makes the clip `residual_person: ...`, withheld by 
   segments, motion nearly all (docs/benchmarks.md, "Real footage");
 - faces: BlazeFace full range (`face_detection`, model_selection=1), which misses turned faces,
   so it is never relied on alone;
-- hands: mediapipe `hands` (lite model).
+- hands: mediapipe `hands` (lite model);
+- a found person's own body left real beside their avatar (legs below an avatar the pose placed too
+  high): given the input frames, a segment of *their* person segmentation that reaches into the found
+  people's region but lies mostly outside the avatars and the erased region, and is still segmented in
+  the output (`body_left_real`). Such legs neither move nor give a pose in a crop.
 
 All three models ship in the mediapipe 0.10.21 wheel. The check reads every frame, at the
 frame's own resolution (each model resizes to its own input size, 256x144 to 192x192, so a
@@ -89,6 +93,9 @@ class ResidualPersonCheck:
         # (cones, a tripod, a lamp) at most 0.2 % with a still camera, 5 % in a simulated pan (docs/benchmarks.md).
         self.min_moving = min_moving
         self.max_blobs = 4  # segmented blobs searched per frame, largest first
+        # `left_of_found_people`: a segment reaching into a found person's region with less than this share inside
+        # it (rendered people's leaks: 40-89 %; docs/benchmarks.md, "Real footage")
+        self.attached_share = 0.9
         self._segmenter = None
         self._models: tuple | None = None  # the face and hand graphs
         self._crops = None
@@ -228,21 +235,79 @@ class ResidualPersonCheck:
         return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
     @quiet_mediapipe_logs()
-    def check(self, frames: np.ndarray, avatar_mask: np.ndarray, erased: np.ndarray | None = None) -> str | None:
+    def check(
+        self,
+        frames: np.ndarray,
+        avatar_mask: np.ndarray,
+        erased: np.ndarray | None = None,
+        real_frames: np.ndarray | None = None,
+    ) -> str | None:
         """None if no frame shows real-person evidence outside the avatars, else a `residual_person: ...` status.
 
         `erased` (T, H, W bool, optional): pixels painted over from the background (inpainting), which
-        hold no real person however the segmentation reads their smears; they count as covered."""
+        hold no real person however the segmentation reads their smears; they count as covered.
+        `real_frames` (the input of the anonymizer, optional; needs `erased`, the found people's region):
+        also look for a found person's own body left real beside their avatar (`left_of_found_people`)."""
         frames_with: dict[str, list[int]] = {}
         covered = np.array([self.grow(mask) for mask in avatar_mask], bool).reshape(avatar_mask.shape)
         if erased is not None:
             covered |= erased
-        for t, kinds in enumerate(self.uncovered_per_frame(frames, covered, self.evidence(frames, covered))):
+        evidence = self.evidence(frames, covered)
+        found = self.uncovered_per_frame(frames, covered, evidence)
+        if real_frames is not None and erased is not None:
+            for t in self.left_of_found_people(real_frames, erased, covered, evidence):
+                found[t].append("a found person's body beside their avatar")
+        for t, kinds in enumerate(found):
             for kind in kinds:
                 frames_with.setdefault(kind, []).append(t)
         if not frames_with:
             return None
         return residual_status(frames_with, len(frames))
+
+    def left_of_found_people(
+        self, real_frames: np.ndarray, region: np.ndarray, covered: np.ndarray, evidence: list[Evidence]
+    ) -> list[int]:
+        """Frames where a found person's own body is left real (`body_left_real`; `region`: the found people's
+        erase region, `covered`: what counts as the avatars', `evidence`: the output's, from `evidence`)."""
+        segmented = self.segmentation(real_frames) > self.segmentation_threshold
+        return [
+            t
+            for t, seen in enumerate(evidence)
+            if body_left_real(
+                segmented[t], region[t], covered[t], seen.segmentation, self.attached_share, self.min_area
+            )
+        ]
+
+
+def body_left_real(
+    segmented: np.ndarray,
+    region: np.ndarray,
+    covered: np.ndarray,
+    still_segmented: np.ndarray,
+    attached_share: float = 0.9,
+    min_area: float = 0.003,
+) -> bool:
+    """Is a found person's own body left real in this frame? Legs below an avatar the pose placed too high,
+    an avatar torso over a whole person: such pixels neither move (a person standing, or legs the inpainter
+    copied into the other frames) nor give a pose in a crop (legs alone), so `uncovered` misses them.
+
+    A blob of `segmented` (person segmentation of the real frame, H, W bool) that reaches into `region` (the
+    found people's erase region) belongs to them. It counts when less than `attached_share` of it lies in
+    the region, at least `min_area` of the frame lies outside `covered`, and at least half of those
+    uncovered pixels are segmented in the output too (`still_segmented`). The last condition rejects the
+    segmentation spreading from a real person onto tape, a sign or the road: once the person is an avatar,
+    the spread is gone (street footage, docs/benchmarks.md, "Real footage")."""
+    if not (segmented & region).any():
+        return False
+    count, labels = cv2.connectedComponents(segmented.astype(np.uint8))
+    size = np.bincount(labels.ravel(), minlength=count)
+    inside = np.bincount(labels[region], minlength=count)
+    uncovered = np.bincount(labels[~covered], minlength=count)
+    still = np.bincount(labels[~covered & still_segmented], minlength=count)
+    attached = (inside > 0) & (inside < attached_share * size)
+    attached &= (uncovered >= min_area * segmented.size) & (2 * still >= uncovered)
+    attached[0] = False  # the background label
+    return bool(attached.any())
 
 
 class SceneMotion:
