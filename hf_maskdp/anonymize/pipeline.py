@@ -21,9 +21,9 @@ without a pose in some frames after gap filling, a person who could not be fitte
 does not cover them, undecodable input) is never published as anonymized. Before a clip is `ok`,
 an independent check (`residual.py`: person segmentation, faces, hands, on every output frame)
 looks for real people outside the avatars, such as someone the pose model never found or the legs
-of a found person below a misplaced avatar; evidence makes the clip `residual_person: ...`. A person that neither the pose model nor the check sees
-(too small, too unusual) still stays in an `ok` clip, marked sensitive like every non-avatar
-pixel (docs/privacy.md, Sharp edges). "withhold"
+of a found person below a misplaced avatar; evidence makes the clip `residual_person: ...`. A
+person that neither the pose model nor the check sees (too small, too unusual) still stays in an
+`ok` clip, marked sensitive like every non-avatar pixel (docs/privacy.md, Sharp edges). "withhold"
 (default) writes `video=None` and empty masks with a status saying why; "keep" keeps the
 processed clip with an all-sensitive mask (a valid MaskDP record: nothing public);
 "raise" stops the map at the first such clip.
@@ -489,7 +489,11 @@ class AvatarAnonymizer:
         return region, region | attached, segmented
 
     def _residual_status(
-        self, frames: np.ndarray, avatar: np.ndarray, erased: np.ndarray | None = None, real_frames=None
+        self,
+        frames: np.ndarray,
+        avatar: np.ndarray,
+        erased: np.ndarray | None = None,
+        real_frames: np.ndarray | None = None,
     ) -> str | None:
         """`residual_person: ...` when the independent detectors see a real person outside the avatars (in
         `frames`, the output; `real_frames`, the input, shows where the found people's bodies are)."""

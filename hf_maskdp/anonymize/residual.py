@@ -93,8 +93,8 @@ class ResidualPersonCheck:
         # (cones, a tripod, a lamp) at most 0.2 % with a still camera, 5 % in a simulated pan (docs/benchmarks.md).
         self.min_moving = min_moving
         self.max_blobs = 4  # segmented blobs searched per frame, largest first
-        # `left_of_found_people`: a segment reaching into a found person's region with less than this share inside
-        # it (rendered people's leaks: 40-89 %; docs/benchmarks.md, "Real footage")
+        # `body_left_real`: a segment reaching into a found person's region with less than this share inside it
+        # (the rendered people's leaks: 40-89 %; docs/benchmarks.md, "A found person's body left real")
         self.attached_share = 0.9
         self._segmenter = None
         self._models: tuple | None = None  # the face and hand graphs
@@ -296,7 +296,7 @@ def body_left_real(
     the region, at least `min_area` of the frame lies outside `covered`, and at least half of those
     uncovered pixels are segmented in the output too (`still_segmented`). The last condition rejects the
     segmentation spreading from a real person onto tape, a sign or the road: once the person is an avatar,
-    the spread is gone (street footage, docs/benchmarks.md, "Real footage")."""
+    the spread is mostly gone (docs/benchmarks.md, "A found person's body left real")."""
     if not (segmented & region).any():
         return False
     count, labels = cv2.connectedComponents(segmented.astype(np.uint8))
