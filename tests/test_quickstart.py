@@ -163,6 +163,16 @@ def test_only_the_noisy_runs_get_the_private_optimizer(tmp_path):
     )
     assert (dpsgd.optim, dpsgd.learning_rate, dpsgd.privacy_mode) == ("adamw_torch", adam.learning_rate, "dpsgd")
     assert (maskdp.optim, maskdp.learning_rate) == ("sgd", adam.private_learning_rate)
+    assert not maskdp.branch_adam and not dpsgd.branch_adam
+    # maskdp_branch_adam: maskdp keeps Adam moments per branch at the AdamW learning rate, plain SGD steps them
+    branch = QuickstartConfig(maskdp_branch_adam=True, private_grad_weight=0.3)
+    for run in planned_runs(branch):
+        args = training_args(run, branch, tmp_path)
+        assert args.branch_adam == (run["setting"] == "maskdp")
+    maskdp = training_args(dict(setting="maskdp", train_data="anonymized", target=1.0, seed=0), branch, tmp_path)
+    assert (maskdp.learning_rate, maskdp.private_grad_weight) == (branch.learning_rate, 0.3)
+    optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(maskdp)
+    assert optimizer_class is torch.optim.SGD and kwargs.get("momentum", 0) == 0
 
 
 def test_presets_and_their_sizes():
