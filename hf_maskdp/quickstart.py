@@ -82,6 +82,9 @@ class QuickstartConfig:
     # dpsgd's noisy update through AdamW at `learning_rate` instead of `private_optim` (DP-Adam: the
     # same noisy gradient, other post-processing); won on dpsgd's validation at ~1000 records
     dpsgd_adamw: bool = False
+    # maskdp with Adam moments per branch (MaskDPConfig.branch_adam) at `learning_rate`, stepped by
+    # plain SGD, instead of `private_optim`: the noise no longer sets the public gradient's scale
+    maskdp_branch_adam: bool = False
     public_view: str = "fill"
     public_fill: str = "mean"  # chosen on validation at the demo's size; the benchmark preset: "scene"
     delta: float = 1e-5
@@ -460,13 +463,18 @@ def build_model(config: QuickstartConfig, seed: int):
 def training_args(run: dict, config: QuickstartConfig, output_dir: Path):
     """The `MaskDPConfig` of one run: the same in every setting except the optimizer of the runs
     with a noisy private branch (`private_optim`, `private_learning_rate`, `private_grad_weight`,
-    `dpsgd_adamw`)."""
+    `dpsgd_adamw`, `maskdp_branch_adam`)."""
     from hf_maskdp.training.config import MaskDPConfig
 
-    private_optimizer = run["setting"] == "maskdp" or (run["setting"] == "dpsgd" and not config.dpsgd_adamw)
+    branch_adam = run["setting"] == "maskdp" and config.maskdp_branch_adam
+    private_optimizer = (run["setting"] == "maskdp" and not branch_adam) or (
+        run["setting"] == "dpsgd" and not config.dpsgd_adamw
+    )
     optim, optim_args = (
         (config.private_optim, config.private_optim_args) if private_optimizer else ("adamw_torch", None)
     )
+    if branch_adam:
+        optim, optim_args = "sgd", None  # the branches' Adam moments are the preconditioner and momentum
     return MaskDPConfig(
         output_dir=str(output_dir),
         privacy_mode=run["setting"],
@@ -482,6 +490,7 @@ def training_args(run: dict, config: QuickstartConfig, output_dir: Path):
         learning_rate=config.private_learning_rate if private_optimizer else config.learning_rate,
         optim=optim,
         optim_args=optim_args,
+        branch_adam=branch_adam,
         private_grad_weight=config.private_grad_weight if run["setting"] == "maskdp" else 1.0,
         seed=run["seed"],
         save_strategy="no",

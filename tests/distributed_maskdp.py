@@ -41,11 +41,24 @@ def main(out_path: str, use_cpu: bool = True) -> None:
         args=tiny_args(tmp, num_train_epochs=2),
     )
     trainer.train()
-    flat = torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()])
+    flat = _flat(trainer.model)
     gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, flat)
     noises = [torch.empty_like(noise) for _ in range(dist.get_world_size())]
     dist.all_gather(noises, noise)
+    # branch_adam: each process keeps the moments of the all-reduced gradients, so all hold the same.
+    branch = MaskDPTrainer(
+        model=tiny_model(),
+        data_collator=tiny_collator(),
+        train_dataset=make_rows(8),
+        args=tiny_args(tmp, num_train_epochs=1, branch_adam=True, optim="sgd", learning_rate=0.05),
+    )
+    branch.train()
+    moments = branch.branch_adam.moments
+    local = torch.cat([moments[b][k] for b in ("private", "public") for k in ("exp_avg", "exp_avg_sq")])
+    local = torch.cat([local, _flat(branch.model)])
+    branch_gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(branch_gathered, local)
     if dist.get_rank() == 0:
         Path(out_path).write_text(
             json.dumps(
@@ -57,9 +70,15 @@ def main(out_path: str, use_cpu: bool = True) -> None:
                     "steps": trainer.state.global_step,
                     "sample_rate": trainer.sample_rate,
                     "epsilon": trainer.privacy_spent()[0],
+                    "branch_adam_equal_on_ranks": bool(torch.equal(*branch_gathered)),
+                    "branch_adam_steps": [moments[b]["step"] for b in ("private", "public")],
                 }
             )
         )
+
+
+def _flat(model) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
 if __name__ == "__main__":

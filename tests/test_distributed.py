@@ -45,6 +45,8 @@ def test_two_process_accelerate_run(tmp_path):
     # Same q, steps and epsilon as one process on the whole dataset: 8 records, batch 2, 2 epochs.
     assert result["sample_rate"] == 0.25 and result["steps"] == 8
     assert result["epsilon"] == compute_epsilon(0.25, 1.0, steps=8, delta=1e-5)
+    # branch_adam's moments (and so the weights) are the same on both processes, step after step.
+    assert result["branch_adam_equal_on_ranks"] and result["branch_adam_steps"] == [4, 4]
 
 
 @pytest.mark.timeout(300)

@@ -163,6 +163,16 @@ def test_only_the_noisy_runs_get_the_private_optimizer(tmp_path):
     )
     assert (dpsgd.optim, dpsgd.learning_rate, dpsgd.privacy_mode) == ("adamw_torch", adam.learning_rate, "dpsgd")
     assert (maskdp.optim, maskdp.learning_rate) == ("sgd", adam.private_learning_rate)
+    assert not maskdp.branch_adam and not dpsgd.branch_adam
+    # maskdp_branch_adam: maskdp keeps Adam moments per branch at the AdamW learning rate, plain SGD steps them
+    branch = QuickstartConfig(maskdp_branch_adam=True, private_grad_weight=0.3)
+    for run in planned_runs(branch):
+        args = training_args(run, branch, tmp_path)
+        assert args.branch_adam == (run["setting"] == "maskdp")
+    maskdp = training_args(dict(setting="maskdp", train_data="anonymized", target=1.0, seed=0), branch, tmp_path)
+    assert (maskdp.learning_rate, maskdp.private_grad_weight) == (branch.learning_rate, 0.3)
+    optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(maskdp)
+    assert optimizer_class is torch.optim.SGD and kwargs.get("momentum", 0) == 0
 
 
 def test_presets_and_their_sizes():
@@ -188,9 +198,10 @@ def test_the_cli_passes_the_levers_to_the_preset(monkeypatch, tmp_path):
         quickstart, "run_quickstart", lambda config: seen.append(config) or QuickstartResult([], {}, tmp_path)
     )
     argv = ["quickstart", "--preset", "benchmark", "--regime", "ucf", "--output-dir", str(tmp_path)]
-    assert main([*argv, "--public-fill", "mean", "--private-grad-weight", "1"]) == 0
+    assert main([*argv, "--public-fill", "mean", "--private-grad-weight", "1", "--maskdp-branch-adam"]) == 0
     assert main(argv) == 0
     chosen, preset = seen
     assert (chosen.public_fill, chosen.private_grad_weight, chosen.regimes) == ("mean", 1.0, ("ucf",))
+    assert chosen.maskdp_branch_adam
     assert (preset.public_fill, preset.private_grad_weight, preset.num_train) == ("scene", 0.1, 1024)
     assert preset.dpsgd_adamw and not QuickstartConfig.preset("demo").dpsgd_adamw

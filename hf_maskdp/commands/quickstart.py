@@ -43,6 +43,11 @@ def register(subparsers) -> None:
         "--public-fill", choices=("mean", "scene"), help="what the public view paints where pixels are sensitive"
     )
     parser.add_argument("--private-grad-weight", type=float, help="lambda_priv of maskdp (choose it on validation)")
+    parser.add_argument(
+        "--maskdp-branch-adam",
+        action=argparse.BooleanOptionalAction,
+        help="maskdp: Adam moments per branch (noisy private, public), stepped by plain SGD",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -58,6 +63,7 @@ def run(args) -> int:
         "target_epsilon",
         "public_fill",
         "private_grad_weight",
+        "maskdp_branch_adam",
     ):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)

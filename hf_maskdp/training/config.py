@@ -53,6 +53,15 @@ class MaskDPConfig(TrainingArguments):
     )
     private_grad_weight: float = field(default=1.0, metadata={"help": "lambda_priv in the update."})
     public_grad_weight: float = field(default=1.0, metadata={"help": "lambda_pub in the update."})
+    branch_adam: bool = field(
+        default=False,
+        metadata={
+            "help": "maskdp only: Adam moments per branch (adam_beta1/2, adam_epsilon), one set on the noisy "
+            "G_priv and one on G_pub; the update lambda_priv dir_priv + lambda_pub dir_pub is stepped by "
+            "optim='sgd' without momentum at learning_rate. One Adam over the sum lets the noise set the "
+            "per-coordinate scale of the public gradient too."
+        },
+    )
     accountant: str = field(default=DEFAULT_ACCOUNTANT, metadata={"help": "'rdp' (default), 'prv' or 'pld'."})
     mask_column: str = field(default="sensitive_mask", metadata={"help": "Dataset column with the mask."})
     trust_masks: bool = field(
@@ -119,12 +128,26 @@ class MaskDPConfig(TrainingArguments):
                     f"max_grad_norm={self.max_grad_norm} would clip the noisy update with a data-dependent "
                     "factor; DP runs need max_grad_norm=0 (per_sample_clip_norm is the DP clip)"
                 )
+        if self.branch_adam:
+            self._check_branch_adam()
         if self.stop_at_epsilon is not None and not self.stop_at_epsilon > 0:
             raise ValueError(f"stop_at_epsilon={self.stop_at_epsilon!r} must be > 0")
         if self.stop_at_epsilon is not None and not self.is_private:
             raise ValueError(
                 f"stop_at_epsilon is for the private modes; privacy_mode={self.privacy_mode!r} "
                 "spends no budget to stop at"
+            )
+
+    def _check_branch_adam(self) -> None:
+        if self.privacy_mode != "maskdp":
+            raise ValueError(
+                f"branch_adam=True needs two branches (privacy_mode='maskdp'), not {self.privacy_mode!r}: with "
+                "one branch it is plain Adam, use optim='adamw_torch' (for dpsgd that is DP-Adam on the noisy update)"
+            )
+        if self.optim != "sgd":
+            raise ValueError(
+                f"branch_adam=True preconditions each branch itself and needs optim='sgd' (without momentum) to "
+                f"step the result; optim={getattr(self.optim, 'value', self.optim)!r} would precondition it a second time"
             )
 
     def _refuse_unsupported_features(self) -> None:

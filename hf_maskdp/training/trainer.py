@@ -39,6 +39,7 @@ from .collator import check_labels
 from .config import MaskDPConfig
 
 PRIVACY_STATE_NAME = "maskdp_state.json"  # in every checkpoint: what a resumed run must continue
+BRANCH_ADAM_NAME = "maskdp_branch_adam.pt"  # in every checkpoint of a branch_adam run: the branches' moments
 # The settings a resumed run must share with its checkpoint: they fix q, sigma and the mechanism.
 PRIVACY_CONFIG_FIELDS = (
     "privacy_mode",
@@ -114,6 +115,7 @@ class MaskDPTrainer(Trainer):
         self._private_records = 0
         self._resumed: dict | None = None  # the privacy state of the checkpoint this run resumes
         self._mask_check = None  # what check_masks found on the train dataset (set before training)
+        self.branch_adam = BranchAdam(args.adam_beta1, args.adam_beta2, args.adam_epsilon) if args.branch_adam else None
         self.add_callback(_EpsilonBudget(self))
         if args.is_private and args.dp_seed is not None:
             logger.warning(
@@ -172,6 +174,7 @@ class MaskDPTrainer(Trainer):
         if resume_from_checkpoint:
             self._resumed = read_privacy_state(resume_from_checkpoint)
             self._check_resumable(self._resumed)
+            self._check_branch_moments(resume_from_checkpoint)
         self._plan()
         return super().train(resume_from_checkpoint or None, *args, **kwargs)
 
@@ -370,7 +373,18 @@ class MaskDPTrainer(Trainer):
             os.makedirs(output_dir, exist_ok=True)
             with open(os.path.join(output_dir, PRIVACY_STATE_NAME), "w", encoding="utf-8") as f:
                 json.dump(self.privacy_state(), f, indent=2)
+            if self.branch_adam is not None:  # identical on every process: rank 0's copy is everyone's
+                torch.save(self.branch_adam.state_dict(), os.path.join(output_dir, BRANCH_ADAM_NAME))
         super()._save_checkpoint(model, trial)
+
+    def _check_branch_moments(self, checkpoint: str) -> None:
+        """A branch_adam run resumes only with its moments, and only a branch_adam run from them."""
+        saved = os.path.isfile(os.path.join(checkpoint, BRANCH_ADAM_NAME))
+        if saved != self.args.branch_adam:
+            raise ValueError(
+                f"the checkpoint was trained with branch_adam={saved}, this run has branch_adam="
+                f"{self.args.branch_adam}: the optimizer would change mid-run; resume with branch_adam={saved}"
+            )
 
     def _check_resumable(self, saved: dict) -> None:
         """Refuse a checkpoint of another privacy configuration (before its weights are loaded)."""
@@ -497,11 +511,29 @@ class MaskDPTrainer(Trainer):
         self.create_optimizer_and_scheduler(num_training_steps=max_steps)
         if resume_from_checkpoint is not None:  # the weights were loaded by train(), before this
             self._load_optimizer_and_scheduler(resume_from_checkpoint)
+        if self.branch_adam is not None:
+            self._check_plain_sgd()
+            if resume_from_checkpoint is not None:
+                path = os.path.join(resume_from_checkpoint, BRANCH_ADAM_NAME)
+                self.branch_adam.load_state_dict(torch.load(path, map_location=self.args.device, weights_only=True))
         self.model_wrapped = self.model
         for attr in ("model", "optimizer", "lr_scheduler"):
             setattr(self.callback_handler, attr, getattr(self, attr))
         self.callback_handler.train_dataloader = train_dataloader
         return self.model, train_dataloader
+
+    def _check_plain_sgd(self) -> None:
+        """branch_adam's directions are the step: anything but plain SGD would transform them again."""
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # an accelerate wrapper's inner one
+        plain = type(optimizer) is torch.optim.SGD and all(
+            group["momentum"] == 0 and not group["nesterov"] for group in optimizer.param_groups
+        )
+        if not plain:
+            raise ValueError(
+                f"branch_adam=True needs plain SGD to step its directions, got {type(optimizer).__name__} "
+                f"({[{k: v for k, v in g.items() if k != 'params'} for g in optimizer.param_groups][:1]}); "
+                "use optim='sgd' without momentum in optim_args (Adam's first moment is the momentum)"
+            )
 
     def training_step(self, model, inputs, *args, **kwargs) -> torch.Tensor:
         """Set `p.grad` to this step's update direction; return the public-branch loss (or the
@@ -515,9 +547,14 @@ class MaskDPTrainer(Trainer):
         if cfg.privacy_mode == "none":
             update, loss = self._mean_gradient(inputs["private"], params, public=False, batches=private_batches)
         if cfg.is_private and self._private_records:
-            update = self._private_gradient(inputs["private"], params, private_batches).mul_(cfg.private_grad_weight)
+            update = self._private_gradient(inputs["private"], params, private_batches)
+            if self.branch_adam is not None:  # the noisy G_priv only: post-processing
+                update = self.branch_adam.direction("private", update)
+            update.mul_(cfg.private_grad_weight)
         if cfg.uses_public_branch:
             public, loss = self._mean_gradient(inputs["public"], params, public=True, batches=public_batches)
+            if self.branch_adam is not None:
+                public = self.branch_adam.direction("public", public)
             update = (
                 public.mul_(cfg.public_grad_weight)
                 if update is None
@@ -686,6 +723,39 @@ class MaskDPTrainer(Trainer):
             dataset_info={"name": dataset} if isinstance(dataset, str) else None,
             eval_results=evals or None,
         )
+
+
+class BranchAdam:
+    """Adam's moments for each branch of the update (`MaskDPConfig(branch_adam=True)`): `direction`
+    turns a branch's flat gradient into its bias-corrected Adam direction, `m̂ / (√v̂ + eps)` (the step
+    of `torch.optim.Adam` at lr 1). The private branch's moments only ever see the noisy G_priv, which
+    `privatize` makes identical on every process, as is the all-reduced G_pub: so are the moments."""
+
+    def __init__(self, beta1: float, beta2: float, eps: float):
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.moments: dict[str, dict] = {}  # branch -> {"step", "exp_avg", "exp_avg_sq"}
+
+    def direction(self, branch: str, grad: torch.Tensor) -> torch.Tensor:
+        state = self.moments.setdefault(
+            branch, {"step": 0, "exp_avg": torch.zeros_like(grad), "exp_avg_sq": torch.zeros_like(grad)}
+        )
+        state["step"] += 1
+        state["exp_avg"].lerp_(grad, 1 - self.beta1)
+        state["exp_avg_sq"].mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+        bias1, bias2 = 1 - self.beta1 ** state["step"], 1 - self.beta2 ** state["step"]
+        return (state["exp_avg"] / bias1) / (state["exp_avg_sq"].sqrt() / math.sqrt(bias2) + self.eps)
+
+    def state_dict(self) -> dict:
+        return {"betas": (self.beta1, self.beta2), "eps": self.eps, "moments": self.moments}
+
+    def load_state_dict(self, saved: dict) -> None:
+        if tuple(saved["betas"]) != (self.beta1, self.beta2) or saved["eps"] != self.eps:
+            raise ValueError(
+                f"the checkpoint's branch moments were kept with betas={tuple(saved['betas'])}, eps={saved['eps']}; "
+                f"this run has ({self.beta1}, {self.beta2}), {self.eps}: resume with the checkpoint's adam_beta1/2, "
+                "adam_epsilon"
+            )
+        self.moments = {branch: {**state, "step": int(state["step"])} for branch, state in saved["moments"].items()}
 
 
 def read_privacy_state(checkpoint: str) -> dict:
