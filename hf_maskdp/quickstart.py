@@ -448,7 +448,15 @@ def build_model(config: QuickstartConfig, seed: int):
     from hf_maskdp.training.model import videomae_classifier
 
     if config.init == "public":
-        return load_pretrained_backbone(config.pretrained_model or shipped_checkpoint(), ACTION_NAMES, seed=seed)
+        model = load_pretrained_backbone(config.pretrained_model or shipped_checkpoint(), ACTION_NAMES, seed=seed)
+        shape = (model.config.num_frames, model.config.image_size)
+        if shape != (config.clip_frames, config.clip_size):
+            raise ValueError(
+                f"the pretrained model takes clips of {shape[0]} frames at {shape[1]} px, the quickstart makes "
+                f"{config.clip_frames} at {config.clip_size}: set clip_frames / clip_size (--clip-frames) to the "
+                "model's, or pretrain one of this shape (hf-maskdp pretrain DIR --clip-frames N)"
+            )
+        return model
     torch.manual_seed(seed)
     return videomae_classifier(
         ACTION_NAMES,

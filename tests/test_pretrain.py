@@ -15,7 +15,7 @@ from hf_maskdp.pretrain import SHIPPED_CHECKPOINT, PretrainConfig, load_pretrain
 pytestmark = pytest.mark.timeout(300)
 
 
-SHORT = ["--num-train", "32", "--num-test", "6"]
+SHORT = ["--num-train", "32", "--num-test", "6", "--clip-frames", "4"]  # 4 frames: fast, and not the default
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,16 @@ def test_shortened_rebuild_writes_a_checkpoint_with_its_card(checkpoint):
     assert "public data only" in card and "disjoint" in card and "hf-maskdp pretrain" in card
     config = json.loads((checkpoint / "config.json").read_text())
     assert list(config["id2label"].values()) == list(PUBLIC_ACTION_NAMES)  # it saw only the public vocabulary
+    assert config["num_frames"] == 4
+
+
+def test_quickstart_fine_tunes_a_checkpoint_only_at_its_own_clip_shape(checkpoint):
+    from hf_maskdp.quickstart import QuickstartConfig, build_model
+
+    model = build_model(QuickstartConfig(pretrained_model=str(checkpoint), clip_frames=4), seed=0)
+    assert model.config.num_frames == 4
+    with pytest.raises(ValueError, match="4 frames at 112 px.*--clip-frames"):
+        build_model(QuickstartConfig(pretrained_model=str(checkpoint), clip_frames=8), seed=0)
 
 
 def test_backbone_loads_with_a_fresh_head_for_the_private_actions(checkpoint):

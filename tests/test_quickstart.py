@@ -198,10 +198,11 @@ def test_the_cli_passes_the_levers_to_the_preset(monkeypatch, tmp_path):
         quickstart, "run_quickstart", lambda config: seen.append(config) or QuickstartResult([], {}, tmp_path)
     )
     argv = ["quickstart", "--preset", "benchmark", "--regime", "ucf", "--output-dir", str(tmp_path)]
-    assert main([*argv, "--public-fill", "mean", "--private-grad-weight", "1", "--maskdp-branch-adam"]) == 0
+    levers = ["--public-fill", "mean", "--private-grad-weight", "1", "--maskdp-branch-adam", "--clip-frames", "16"]
+    assert main([*argv, *levers]) == 0
     assert main(argv) == 0
     chosen, preset = seen
     assert (chosen.public_fill, chosen.private_grad_weight, chosen.regimes) == ("mean", 1.0, ("ucf",))
-    assert chosen.maskdp_branch_adam
+    assert chosen.maskdp_branch_adam and (chosen.clip_frames, preset.clip_frames) == (16, 8)
     assert (preset.public_fill, preset.private_grad_weight, preset.num_train) == ("scene", 0.1, 1024)
     assert preset.dpsgd_adamw and not QuickstartConfig.preset("demo").dpsgd_adamw

@@ -33,6 +33,9 @@ def register(subparsers) -> None:
         help="self-supervised VideoMAE tube-masking epochs before the supervised ones",
     )
     parser.add_argument("--mask-ratio", type=float, default=defaults.mask_ratio)
+    parser.add_argument(
+        "--clip-frames", type=int, default=defaults.clip_frames, help="frames per clip (fine-tune with the same)"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.set_defaults(handler=run)
 
@@ -47,6 +50,7 @@ def run(args) -> int:
         epochs=args.epochs,
         masked_epochs=args.masked_epochs,
         mask_ratio=args.mask_ratio,
+        clip_frames=args.clip_frames,
         seed=args.seed,
     )
     metrics = pretrain(config)

@@ -36,6 +36,7 @@ def register(subparsers) -> None:
     parser.add_argument("--init", choices=("public", "scratch"), help="public pretraining (default) or random init")
     parser.add_argument("--pretrained-model", help="Hub id or folder of a public checkpoint (default: shipped)")
     parser.add_argument("--num-train", type=int, help="private training records per regime")
+    parser.add_argument("--clip-frames", type=int, help="frames per clip (the pretrained model's own number)")
     parser.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...)")
     parser.add_argument("--num-proc", type=int, help="anonymization processes")
     parser.add_argument("--target-epsilon", type=float, help="budget of the saved MaskDP model")
@@ -59,6 +60,7 @@ def run(args) -> int:
         "init",
         "pretrained_model",
         "num_train",
+        "clip_frames",
         "num_proc",
         "target_epsilon",
         "public_fill",
