@@ -167,6 +167,7 @@ def run_quickstart(config: QuickstartConfig | None = None) -> QuickstartResult:
     """Run every regime and write results.md, results.json, results.png, the MaskDP model (first
     regime, target budget, first seed) and the first regime's anonymized dataset, with cards."""
     config = config or QuickstartConfig()
+    _check_clip_shape(config)  # before hours of anonymization, not at the first training run
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -439,6 +440,23 @@ def _train_all(
     return rows
 
 
+def _check_clip_shape(config: QuickstartConfig) -> None:
+    """A pretrained VideoMAE takes clips of its own length and size only."""
+    from transformers import AutoConfig
+
+    from hf_maskdp.pretrain import shipped_checkpoint
+
+    if config.init != "public":
+        return
+    model = AutoConfig.from_pretrained(config.pretrained_model or shipped_checkpoint())
+    if (model.num_frames, model.image_size) != (config.clip_frames, config.clip_size):
+        raise ValueError(
+            f"the pretrained model takes clips of {model.num_frames} frames at {model.image_size} px, the "
+            f"quickstart makes {config.clip_frames} at {config.clip_size}: set clip_frames (--clip-frames) and "
+            "clip_size to the model's, or pretrain one of this shape (hf-maskdp pretrain DIR --clip-frames N)"
+        )
+
+
 def build_model(config: QuickstartConfig, seed: int):
     """The model every setting starts from: the public checkpoint (fresh head) or a random init."""
     import torch
@@ -448,15 +466,7 @@ def build_model(config: QuickstartConfig, seed: int):
     from hf_maskdp.training.model import videomae_classifier
 
     if config.init == "public":
-        model = load_pretrained_backbone(config.pretrained_model or shipped_checkpoint(), ACTION_NAMES, seed=seed)
-        shape = (model.config.num_frames, model.config.image_size)
-        if shape != (config.clip_frames, config.clip_size):
-            raise ValueError(
-                f"the pretrained model takes clips of {shape[0]} frames at {shape[1]} px, the quickstart makes "
-                f"{config.clip_frames} at {config.clip_size}: set clip_frames / clip_size (--clip-frames) to the "
-                "model's, or pretrain one of this shape (hf-maskdp pretrain DIR --clip-frames N)"
-            )
-        return model
+        return load_pretrained_backbone(config.pretrained_model or shipped_checkpoint(), ACTION_NAMES, seed=seed)
     torch.manual_seed(seed)
     return videomae_classifier(
         ACTION_NAMES,

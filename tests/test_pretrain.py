@@ -45,13 +45,14 @@ def test_shortened_rebuild_writes_a_checkpoint_with_its_card(checkpoint):
     assert config["num_frames"] == 4
 
 
-def test_quickstart_fine_tunes_a_checkpoint_only_at_its_own_clip_shape(checkpoint):
-    from hf_maskdp.quickstart import QuickstartConfig, build_model
+def test_quickstart_refuses_a_checkpoint_of_another_clip_shape_before_any_work(checkpoint, tmp_path):
+    from hf_maskdp.quickstart import QuickstartConfig, build_model, run_quickstart
 
-    model = build_model(QuickstartConfig(pretrained_model=str(checkpoint), clip_frames=4), seed=0)
-    assert model.config.num_frames == 4
+    assert build_model(QuickstartConfig(pretrained_model=str(checkpoint), clip_frames=4), seed=0).config.num_frames == 4
+    output = tmp_path / "out"
     with pytest.raises(ValueError, match="4 frames at 112 px.*--clip-frames"):
-        build_model(QuickstartConfig(pretrained_model=str(checkpoint), clip_frames=8), seed=0)
+        run_quickstart(QuickstartConfig(pretrained_model=str(checkpoint), clip_frames=8, output_dir=str(output)))
+    assert not output.exists()  # refused before generating or anonymizing anything
 
 
 def test_backbone_loads_with_a_fresh_head_for_the_private_actions(checkpoint):
